@@ -92,7 +92,7 @@ class Bottleneck(nn.Module):
 
 def _round_channels(channels: float) -> int:
     """Width multiples of 8 (the TSM fold is C/8), at least 8."""
-    return max(8, int(round(channels / 8)) * 8)
+    return max(8, round(channels / 8) * 8)
 
 
 class ResNet(nn.Module):
