@@ -1,0 +1,131 @@
+"""What an exported graph says about itself: the ONNX ``metadata_props`` contract.
+
+Written by the export stage, read by the service (and by any other runtime); torch-free so the
+service can import it. Every value is a string; structured values are JSON.
+
+Graph contract:
+- input ``frames``: uint8 RGB (N, T, S, S, 3), N dynamic; the frames are already resized (short
+  side ``resize_short_side``) and centre-cropped to S = ``input_size``. Conversion to float, /scale,
+  mean/std normalisation and the layout change happen inside the graph.
+- outputs ``logits`` (N, K) float32, ``probs`` (N, K) float32 (softmax of logits), and for models
+  with SDA ``dependency_weights`` (N, B, M) float32: per block (``blocks``) the aggregation weights
+  of each branch (``branches``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+INPUT_NAME = "frames"
+LOGITS = "logits"
+PROBS = "probs"
+DEPENDENCY_WEIGHTS = "dependency_weights"
+FORMAT_VERSION = "1"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def test_resize_short_side(input_size: int) -> int:
+    """The paper's test resize, 256 for a 224 crop, scaled to other crop sizes."""
+    return round(input_size * 256 / 224)
+
+
+@dataclass(frozen=True)
+class GraphMetadata:
+    """Everything needed to serve one graph, as stored in its ``metadata_props``."""
+
+    model_name: str
+    model_version: str
+    labels: tuple[str, ...]
+    frames: int
+    input_size: int
+    resize_short_side: int
+    architecture: Mapping[str, object]
+    blocks: tuple[str, ...] = ()
+    branches: tuple[str, ...] = ()
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    scale: float = 255.0
+    crop: str = "center"
+    sampling: str = "tsn-segment-centres"
+    color: str = "RGB"
+    training_data: str = ""
+    source_checkpoint_sha256: str = ""
+    sda_serve_version: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def has_dependency_weights(self) -> bool:
+        return bool(self.blocks)
+
+    def to_props(self) -> dict[str, str]:
+        props = {
+            "sda_serve.format": FORMAT_VERSION,
+            "sda_serve.version": self.sda_serve_version,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "labels": json.dumps(list(self.labels)),
+            "frames": str(self.frames),
+            "input_size": str(self.input_size),
+            "resize": json.dumps(
+                {"short_side": self.resize_short_side, "crop": self.crop, "crop_size": self.input_size}
+            ),
+            "normalization": json.dumps(
+                {"mean": list(self.mean), "std": list(self.std), "scale": self.scale, "color": self.color}
+            ),
+            "sampling": self.sampling,
+            "blocks": json.dumps(list(self.blocks)),
+            "branches": json.dumps(list(self.branches)),
+            "architecture": json.dumps(dict(self.architecture)),
+            "training_data": self.training_data,
+            "source_checkpoint_sha256": self.source_checkpoint_sha256,
+        }
+        props.update(self.extra)
+        return props
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str]) -> GraphMetadata:
+        """Parse metadata written by ``to_props``; raises ValueError naming what is missing or wrong."""
+        if props.get("sda_serve.format") != FORMAT_VERSION:
+            raise ValueError(
+                f"not an sda-serve graph (metadata 'sda_serve.format' is {props.get('sda_serve.format')!r},"
+                f" expected {FORMAT_VERSION!r})"
+            )
+        try:
+            resize = json.loads(props["resize"])
+            normalization = json.loads(props["normalization"])
+            labels = tuple(json.loads(props["labels"]))
+            meta = cls(
+                model_name=props["model_name"],
+                model_version=props["model_version"],
+                labels=labels,
+                frames=int(props["frames"]),
+                input_size=int(props["input_size"]),
+                resize_short_side=int(resize["short_side"]),
+                crop=str(resize["crop"]),
+                architecture=json.loads(props["architecture"]),
+                blocks=tuple(json.loads(props["blocks"])),
+                branches=tuple(json.loads(props["branches"])),
+                mean=tuple(float(v) for v in normalization["mean"]),
+                std=tuple(float(v) for v in normalization["std"]),
+                scale=float(normalization["scale"]),
+                color=str(normalization["color"]),
+                sampling=props["sampling"],
+                training_data=props.get("training_data", ""),
+                source_checkpoint_sha256=props.get("source_checkpoint_sha256", ""),
+                sda_serve_version=props.get("sda_serve.version", ""),
+            )
+        except KeyError as error:
+            raise ValueError(f"graph metadata lacks {error.args[0]!r}") from error
+        except (TypeError, json.JSONDecodeError) as error:
+            raise ValueError(f"graph metadata is malformed: {error}") from error
+        if not labels or any(not isinstance(label, str) for label in labels):
+            raise ValueError("graph metadata 'labels' must be a non-empty list of strings")
+        return meta
