@@ -1,0 +1,1 @@
+"""sda-serve service package: torch-free video I/O and the ONNX inference service."""
