@@ -1,0 +1,162 @@
+"""The FastAPI application: lifespan (engine + decode pool), error handling, request ids, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.core.config import Settings
+from service.engine import Engine, StartupError
+from service.metrics import Metrics
+from service.routes import classify, info
+
+log = logging.getLogger("sda_serve")
+
+VERSION = "0.1.0"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def format_validation_errors(errors: list[dict]) -> str:
+    """FastAPI's error list -> one readable sentence per problem."""
+    parts = []
+    for error in errors:
+        loc = [str(x) for x in error.get("loc", ())]
+        where = loc[0] if loc else "request"
+        name = ".".join(loc[1:])
+        text = f"{where} parameter {name!r}" if name else where
+        message = f"{text}: {error.get('msg', 'invalid')}"
+        if "input" in error and error.get("type") != "missing":
+            message += f" (got {error['input']!r})"
+        parts.append(message)
+    return "; ".join(parts) or "invalid request"
+
+
+class RequestContextMiddleware:
+    """Request id (``X-Request-ID``), request metrics, and the last line of defence: any exception a
+    handler did not turn into a response is logged with the request id and answered with a JSON 500."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = {"code": 500, "started": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                status["started"] = True
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception(
+                "unhandled error in %s %s [request id %s]", scope["method"], scope["path"], request_id
+            )
+            if not status["started"]:
+                body = json.dumps({"detail": f"internal server error (request id {request_id})"}).encode()
+                await send_with_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(body)),
+                        ],
+                    }
+                )
+                await send_with_id({"type": "http.response.body", "body": body})
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(scope["method"], path, str(status["code"])).inc()
+            self.metrics.request_latency.labels(path).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = Engine(settings, metrics)
+        app.state.engine = engine
+        app.state.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        try:
+            await asyncio.to_thread(engine.load)
+        except StartupError as error:
+            message = f"sda-serve cannot start: {error}"
+            log.critical(message)
+            print(message, file=sys.stderr, flush=True)
+            engine.close()
+            app.state.decode_pool.shutdown(wait=False)
+            raise
+        log.info(
+            "ready: %d graph(s) of %s on %s",
+            len(engine.graphs),
+            ", ".join(engine.model_names),
+            engine.providers_summary()["active"],
+        )
+        try:
+            yield
+        finally:
+            engine.ready = False
+            engine.close()
+            app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="sda-serve",
+        version=VERSION,
+        description="Video action classification with SDA models (Tan et al., MM'21) on ONNX Runtime.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": format_validation_errors(list(exc.errors()))}, status_code=422)
+
+    app.include_router(classify.router)
+    app.include_router(info.probes)
+    app.include_router(info.models)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

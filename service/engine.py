@@ -1,0 +1,334 @@
+"""The inference engine: one ONNX Runtime session per graph, the execution-provider choice, silent
+CUDA->CPU fallback detection, warm-up, dynamic batching, and admission control (bounded load).
+
+onnxruntime-gpu lists CUDA/TensorRT in ``get_available_providers()`` even where the CUDA libraries
+are missing; a session asked for CUDA then logs an error and runs on the CPU. Only the session's
+``get_providers()`` says what really runs, so that is what the engine reports.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from export.metadata import DEPENDENCY_WEIGHTS, INPUT_NAME, PROBS, GraphMetadata
+from service.batching import BatchResult, DynamicBatcher
+from service.core.config import Settings
+from service.metrics import Metrics
+from service.repository import GraphFile, scan, version_key
+
+log = logging.getLogger("sda_serve.engine")
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+GPU_PROVIDERS = frozenset({CUDA, TENSORRT, "ROCMExecutionProvider", "MIGraphXExecutionProvider"})
+
+
+class StartupError(RuntimeError):
+    """The engine cannot serve (no graphs, bad graph, GPU required but absent)."""
+
+
+class ModelNotFoundError(LookupError):
+    """No such model name or version (404)."""
+
+
+class InvalidOptionError(ValueError):
+    """The model exists but not with the options asked for (422)."""
+
+
+def resolve_providers(requested: Sequence[str]) -> list[str]:
+    """The provider list handed to ONNX Runtime (always ending with the CPU provider)."""
+    requested = [p.strip() for p in requested if p.strip()]
+    if not requested or [p.lower() for p in requested] == ["auto"]:
+        available = ort.get_available_providers()
+        chosen = []
+        # The TensorRT provider needs libnvinfer besides CUDA; asking for it without the library
+        # only adds an error to the log before the same CUDA fallback.
+        if TENSORRT in available and ctypes.util.find_library("nvinfer"):
+            chosen.append(TENSORRT)
+        if CUDA in available:
+            chosen.append(CUDA)
+        return [*chosen, CPU]
+    known = set(ort.get_all_providers())
+    unknown = [p for p in requested if p not in known]
+    if unknown:
+        raise StartupError(f"unknown execution provider(s) {unknown}; ONNX Runtime knows {sorted(known)}")
+    return requested if CPU in requested else [*requested, CPU]
+
+
+@dataclass
+class Graph:
+    """One served graph (a model version at one frame count)."""
+
+    file: GraphFile
+    meta: GraphMetadata
+    session: ort.InferenceSession
+    requested_providers: list[str]
+    providers: list[str]
+    output_names: list[str]
+    batcher: DynamicBatcher | None = None
+    warmup_ms: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+    @property
+    def version(self) -> str:
+        return self.file.version
+
+    @property
+    def frames(self) -> int:
+        return self.file.frames
+
+    @property
+    def provider(self) -> str:
+        return self.providers[0]
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.provider in GPU_PROVIDERS
+
+    @property
+    def fallback(self) -> bool:
+        """True when an accelerator was asked for and the session silently runs on something else."""
+        wanted = [p for p in self.requested_providers if p != CPU]
+        return bool(wanted) and self.provider not in wanted
+
+    @property
+    def input_shape(self) -> list[int]:
+        return [-1, self.meta.frames, self.meta.input_size, self.meta.input_size, 3]
+
+    def run(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(self.output_names, {INPUT_NAME: frames})
+        return dict(zip(self.output_names, values, strict=True))
+
+    def describe_outputs(self) -> list[dict[str, object]]:
+        described = []
+        for out in self.session.get_outputs():
+            if out.name == DEPENDENCY_WEIGHTS:
+                shape = [-1, len(self.meta.blocks), len(self.meta.branches)]
+            else:
+                shape = [-1, self.meta.num_classes]
+            described.append({"name": out.name, "datatype": "FP32", "shape": shape})
+        return described
+
+
+def _check_graph(graph_file: GraphFile, session: ort.InferenceSession, meta: GraphMetadata) -> list[str]:
+    """Validate a session against the graph contract; returns the outputs to fetch."""
+    where = str(graph_file.path)
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type != "tensor(uint8)":
+        found = [(i.name, i.type) for i in inputs]
+        raise StartupError(f"{where}: expected one uint8 input {INPUT_NAME!r}, found {found}")
+    shape = inputs[0].shape
+    expected = [meta.frames, meta.input_size, meta.input_size, 3]
+    if len(shape) != 5 or [s for s in shape[1:]] != expected:
+        raise StartupError(f"{where}: input shape {shape} does not match metadata (N, {expected})")
+    if meta.frames != graph_file.frames:
+        raise StartupError(f"{where}: file name says {graph_file.frames} frames, metadata says {meta.frames}")
+    outputs = {o.name for o in session.get_outputs()}
+    wanted = [PROBS] + ([DEPENDENCY_WEIGHTS] if meta.has_dependency_weights else [])
+    missing = [name for name in wanted if name not in outputs]
+    if missing:
+        raise StartupError(f"{where}: graph lacks output(s) {missing} (has {sorted(outputs)})")
+    return wanted
+
+
+class Engine:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.graphs: dict[tuple[str, str, int], Graph] = {}
+        self.requested_providers: list[str] = []
+        self.inflight = 0
+        self.ready = False
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load every graph of the repository, warm each up, start the batchers."""
+        s = self.settings
+        self.requested_providers = resolve_providers(s.providers)
+        try:
+            files = scan(s.models_dir)
+        except RuntimeError as error:
+            raise StartupError(str(error)) from error
+        for graph_file in files:
+            graph = self._load_graph(graph_file)
+            self.graphs[(graph.name, graph.version, graph.frames)] = graph
+            if graph.fallback:
+                log.warning(
+                    "%s v%s %df: asked for %s but ONNX Runtime runs it on %s (CUDA/cuDNN libraries missing?)",
+                    graph.name,
+                    graph.version,
+                    graph.frames,
+                    self.requested_providers,
+                    graph.providers,
+                )
+            self.metrics.provider_fallback.labels(graph.name, graph.provider).set(1 if graph.fallback else 0)
+        if s.require_gpu:
+            on_cpu = [
+                f"{g.name}/{g.version}/{g.frames}f on {g.provider}"
+                for g in self.graphs.values()
+                if not g.on_gpu
+            ]
+            if on_cpu:
+                raise StartupError(
+                    "require_gpu is set but no GPU execution provider is active for: "
+                    + ", ".join(on_cpu)
+                    + f" (asked for {self.requested_providers}; ONNX Runtime says available: "
+                    + f"{ort.get_available_providers()}). Check the CUDA 13 / cuDNN 9 libraries and the GPU "
+                    "device, or unset SDA_REQUIRE_GPU to run on the CPU."
+                )
+        if s.default_model is not None and s.default_model not in self.model_names:
+            raise StartupError(
+                f"default_model {s.default_model!r} is not in the repository ({self.model_names})"
+            )
+        for graph in self.graphs.values():
+            self._warm_up(graph)
+        for graph in self.graphs.values():
+            graph.batcher = DynamicBatcher(
+                f"{graph.name}/{graph.version}/{graph.frames}f",
+                graph.run,
+                max_batch_size=s.max_batch_size,
+                max_wait_s=s.max_batch_wait_ms / 1000.0,
+                on_batch=self._batch_observer(graph),
+            )
+            graph.batcher.start()
+        self.ready = True
+
+    def _load_graph(self, graph_file: GraphFile) -> Graph:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.settings.intra_op_threads:
+            options.intra_op_num_threads = self.settings.intra_op_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only; the fallback is reported by us, explicitly
+        try:
+            session = ort.InferenceSession(str(graph_file.path), options, providers=self.requested_providers)
+        except Exception as error:
+            raise StartupError(f"cannot load {graph_file.path}: {error}") from error
+        try:
+            meta = GraphMetadata.from_props(session.get_modelmeta().custom_metadata_map)
+        except ValueError as error:
+            raise StartupError(f"{graph_file.path}: {error}") from error
+        outputs = _check_graph(graph_file, session, meta)
+        if meta.model_name != graph_file.name:
+            log.info("serving %s as %r (directory name)", meta.model_name, graph_file.name)
+        return Graph(
+            graph_file, meta, session, list(self.requested_providers), session.get_providers(), outputs
+        )
+
+    def _warm_up(self, graph: Graph) -> None:
+        dummy = np.zeros((1, *graph.input_shape[1:]), dtype=np.uint8)
+        started = time.perf_counter()
+        try:
+            outputs = graph.run(dummy)
+        except Exception as error:
+            raise StartupError(f"warm-up of {graph.file.path} failed: {error}") from error
+        probs = outputs[PROBS]
+        if probs.shape != (1, graph.meta.num_classes):
+            raise StartupError(
+                f"{graph.file.path}: probs has shape {probs.shape}, expected (1, {graph.meta.num_classes})"
+            )
+        graph.warmup_ms = (time.perf_counter() - started) * 1000.0
+        log.info(
+            "loaded %s v%s %df on %s (warm-up %.0f ms)",
+            graph.name,
+            graph.version,
+            graph.frames,
+            graph.provider,
+            graph.warmup_ms,
+        )
+
+    def _batch_observer(self, graph: Graph):
+        label = f"{graph.name}/{graph.version}/{graph.frames}f"
+        rows_hist = self.metrics.batch_rows.labels(label)
+        reqs_hist = self.metrics.batch_requests.labels(label)
+
+        def observe(requests: int, rows: int, inference_ms: float) -> None:
+            rows_hist.observe(rows)
+            reqs_hist.observe(requests)
+
+        return observe
+
+    def close(self) -> None:
+        self.ready = False
+        for graph in self.graphs.values():
+            if graph.batcher is not None:
+                graph.batcher.stop()
+
+    # --- admission control -----------------------------------------------------------------------
+    def try_admit(self) -> bool:
+        """Called on the event loop only: take one of ``max_queue`` request slots, or refuse."""
+        if self.inflight >= self.settings.max_queue:
+            return False
+        self.inflight += 1
+        self.metrics.inflight.set(self.inflight)
+        return True
+
+    def release(self) -> None:
+        self.inflight = max(0, self.inflight - 1)
+        self.metrics.inflight.set(self.inflight)
+
+    # --- lookup ----------------------------------------------------------------------------------
+    @property
+    def model_names(self) -> list[str]:
+        return sorted({g.name for g in self.graphs.values()})
+
+    @property
+    def default_model(self) -> str:
+        if self.settings.default_model:
+            return self.settings.default_model
+        return self.model_names[0]
+
+    def versions(self, name: str) -> list[str]:
+        return sorted({g.version for g in self.graphs.values() if g.name == name}, key=version_key)
+
+    def frames_of(self, name: str, version: str) -> list[int]:
+        return sorted(g.frames for g in self.graphs.values() if g.name == name and g.version == version)
+
+    def resolve(self, name: str | None, version: str | None, frames: int) -> Graph:
+        name = name or self.default_model
+        versions = self.versions(name)
+        if not versions:
+            raise ModelNotFoundError(f"unknown model {name!r}; available: {', '.join(self.model_names)}")
+        version = version or versions[-1]
+        if version not in versions:
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version!r}; available: {', '.join(versions)}"
+            )
+        graph = self.graphs.get((name, version, frames))
+        if graph is None:
+            choices = ", ".join(str(t) for t in self.frames_of(name, version))
+            raise InvalidOptionError(
+                f"frames must be one of {choices} for model {name!r} v{version}, not {frames}"
+            )
+        return graph
+
+    async def infer(self, graph: Graph, frames: np.ndarray) -> BatchResult:
+        assert graph.batcher is not None
+        label = f"{graph.name}/{graph.version}/{graph.frames}f"
+        gauge = self.metrics.queue_depth.labels(label)
+        gauge.inc()
+        try:
+            return await graph.batcher.submit(frames)
+        finally:
+            gauge.dec()
+
+    def providers_summary(self) -> dict[str, object]:
+        actual = sorted({g.provider for g in self.graphs.values()})
+        return {
+            "requested": self.requested_providers,
+            "active": actual,
+            "available": ort.get_available_providers(),
+            "fallback": any(g.fallback for g in self.graphs.values()),
+        }

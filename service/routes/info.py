@@ -1,0 +1,189 @@
+"""Probes, model metadata, Prometheus metrics, and the KServe Open Inference Protocol v2 subset."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from export.metadata import INPUT_NAME
+from service.engine import Engine, Graph
+from service.repository import version_key
+from service.routes.auth import require_api_key
+from service.schemas import (
+    ErrorBody,
+    HealthResponse,
+    ModelsResponse,
+    ReadyResponse,
+    V2ModelMetadata,
+)
+
+probes = APIRouter(tags=["health"])
+models = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
+
+NOT_READY = {503: {"model": ErrorBody, "description": "not ready"}}
+
+
+def _engine(request: Request) -> Engine | None:
+    return getattr(request.app.state, "engine", None)
+
+
+@probes.get("/health", response_model=HealthResponse, summary="Liveness, execution provider and models")
+async def health(request: Request) -> dict[str, object]:
+    engine = _engine(request)
+    if engine is None or not engine.graphs:
+        return {
+            "status": "starting",
+            "ready": False,
+            "provider": None,
+            "providers": None,
+            "models": [],
+            "default_model": None,
+            "in_flight": 0,
+            "max_queue": request.app.state.settings.max_queue,
+        }
+    summary = engine.providers_summary()
+    active = summary["active"]
+    return {
+        "status": "ok",
+        "ready": engine.ready,
+        "provider": active[0] if len(active) == 1 else ",".join(active),
+        "providers": summary,
+        "models": engine.model_names,
+        "default_model": engine.default_model,
+        "in_flight": engine.inflight,
+        "max_queue": engine.settings.max_queue,
+    }
+
+
+def _ready_or_503(request: Request) -> Engine:
+    engine = _engine(request)
+    if engine is None or not engine.ready:
+        raise HTTPException(503, "not ready: models are loading or the service is shutting down")
+    return engine
+
+
+@probes.get("/ready", response_model=ReadyResponse, responses=NOT_READY, summary="Readiness (after warm-up)")
+async def ready(request: Request) -> dict[str, bool]:
+    _ready_or_503(request)
+    return {"ready": True}
+
+
+@probes.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _grouped(engine: Engine) -> dict[tuple[str, str], list[Graph]]:
+    groups: dict[tuple[str, str], list[Graph]] = defaultdict(list)
+    for graph in engine.graphs.values():
+        groups[(graph.name, graph.version)].append(graph)
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], version_key(kv[0][1]))))
+
+
+def _model_info(engine: Engine, graphs: list[Graph]) -> dict[str, object]:
+    first = graphs[0]
+    meta = first.meta
+    return {
+        "name": first.name,
+        "version": first.version,
+        "default": first.name == engine.default_model,
+        "labels": list(meta.labels),
+        "num_classes": meta.num_classes,
+        "blocks": list(meta.blocks),
+        "branches": list(meta.branches),
+        "architecture": dict(meta.architecture),
+        "normalization": {
+            "mean": list(meta.mean),
+            "std": list(meta.std),
+            "scale": meta.scale,
+            "color": meta.color,
+        },
+        "sampling": meta.sampling,
+        "training_data": meta.training_data,
+        "source_checkpoint_sha256": meta.source_checkpoint_sha256,
+        "graphs": [
+            {
+                "frames": g.frames,
+                "input_size": g.meta.input_size,
+                "resize_short_side": g.meta.resize_short_side,
+                "provider": g.provider,
+                "providers": g.providers,
+                "fallback": g.fallback,
+                "warmup_ms": round(g.warmup_ms, 3),
+                "path": str(g.file.path),
+            }
+            for g in sorted(graphs, key=lambda g: g.frames)
+        ],
+        "manifest": dict(first.file.manifest),
+    }
+
+
+@models.get("/models", response_model=ModelsResponse, responses=NOT_READY, summary="Served models and labels")
+async def list_models(request: Request) -> dict[str, object]:
+    engine = _ready_or_503(request)
+    return {
+        "default_model": engine.default_model,
+        "models": [_model_info(engine, graphs) for graphs in _grouped(engine).values()],
+    }
+
+
+# --- KServe Open Inference Protocol v2 (health and model metadata) ---------------------------------
+@probes.get("/v2/health/live", summary="OIP v2 liveness")
+async def v2_live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@probes.get("/v2/health/ready", responses=NOT_READY, summary="OIP v2 readiness")
+async def v2_ready(request: Request) -> dict[str, bool]:
+    _ready_or_503(request)
+    return {"ready": True}
+
+
+@probes.get("/v2", summary="OIP v2 server metadata")
+async def v2_server(request: Request) -> dict[str, object]:
+    return {"name": "sda-serve", "version": request.app.version, "extensions": []}
+
+
+def _v2_metadata(engine: Engine, name: str, version: str | None) -> dict[str, object]:
+    versions = engine.versions(name)
+    if not versions:
+        raise HTTPException(404, f"unknown model {name!r}; available: {', '.join(engine.model_names)}")
+    if version is not None and version not in versions:
+        raise HTTPException(
+            404, f"model {name!r} has no version {version!r}; available: {', '.join(versions)}"
+        )
+    graphs = [g for g in engine.graphs.values() if g.name == name and g.version == (version or versions[-1])]
+    frame_counts = {g.frames for g in graphs}
+    sample = graphs[0]
+    frames_dim = sample.frames if len(frame_counts) == 1 else -1
+    size = sample.meta.input_size
+    outputs = sample.describe_outputs()
+    return {
+        "name": name,
+        "versions": versions if version is None else [version],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, frames_dim, size, size, 3]}],
+        "outputs": outputs,
+    }
+
+
+@models.get("/v2/models/{name}", response_model=V2ModelMetadata, summary="OIP v2 model metadata")
+async def v2_model(name: str, request: Request) -> dict[str, object]:
+    return _v2_metadata(_ready_or_503(request), name, None)
+
+
+@models.get(
+    "/v2/models/{name}/versions/{version}", response_model=V2ModelMetadata, summary="OIP v2 model metadata"
+)
+async def v2_model_version(name: str, version: str, request: Request) -> dict[str, object]:
+    return _v2_metadata(_ready_or_503(request), name, version)
+
+
+@models.get("/v2/models/{name}/ready", summary="OIP v2 model readiness")
+async def v2_model_ready(name: str, request: Request) -> dict[str, object]:
+    engine = _ready_or_503(request)
+    if not engine.versions(name):
+        raise HTTPException(404, f"unknown model {name!r}; available: {', '.join(engine.model_names)}")
+    return {"name": name, "ready": True}
