@@ -272,6 +272,10 @@ class _Sprite:
     alpha: np.ndarray  # (N+2, N+2) float32, zero border
     name: str = "object"
 
+    def __post_init__(self) -> None:
+        self.rgb_flat = np.ascontiguousarray(self.rgb, np.float32).reshape(-1, 3)
+        self.alpha_flat = np.ascontiguousarray(self.alpha, np.float32).reshape(-1)
+
 
 def _make_sprite(rgb: np.ndarray, alpha: np.ndarray, name: str = "object") -> _Sprite:
     return _Sprite(np.pad(rgb, ((1, 1), (1, 1), (0, 0))), np.pad(alpha, 1), name)
@@ -317,18 +321,22 @@ def _paste(canvas: np.ndarray, spr: _Sprite, cx: float, cy: float, ru: float, rv
     if x0 >= x1 or y0 >= y1:
         return
     n = spr.alpha.shape[0] - 2
+    ku, kv = 0.5 * n / ru, 0.5 * n / rv
     dx = np.arange(x0, x1, dtype=np.float32) - np.float32(cx)
     dy = np.arange(y0, y1, dtype=np.float32) - np.float32(cy)
-    ku, kv = 0.5 * n / ru, 0.5 * n / rv
-    fu = (dx * np.float32(c * ku))[None, :] + (dy * np.float32(s * ku))[:, None]
-    fu += np.float32(0.5 * n + 1)
-    fv = (dx * np.float32(-s * kv))[None, :] + (dy * np.float32(c * kv))[:, None]
-    fv += np.float32(0.5 * n + 1)
-    iu = np.clip(fu, 0, n + 1, out=fu).astype(np.intp)
-    iv = np.clip(fv, 0, n + 1, out=fv).astype(np.intp)
-    a = spr.alpha[iv, iu]
+    fu = np.add.outer(dy * np.float32(s * ku), dx * np.float32(c * ku) + np.float32(0.5 * n + 1))
+    fv = np.add.outer(dy * np.float32(c * kv), dx * np.float32(-s * kv) + np.float32(0.5 * n + 1))
+    np.minimum(np.maximum(fu, 0, out=fu), n + 1, out=fu)  # outside the sprite -> its zero-alpha border
+    np.minimum(np.maximum(fv, 0, out=fv), n + 1, out=fv)
+    k = fv.astype(np.intp)
+    k *= n + 2
+    k += fu.astype(np.intp)
+    a = spr.alpha_flat.take(k)
+    col = spr.rgb_flat.take(k, axis=0)
     reg = canvas[y0:y1, x0:x1]
-    reg += a[..., None] * (spr.rgb[iv, iu] - reg)
+    col -= reg
+    col *= a[..., None]
+    reg += col
 
 
 # --------------------------------------------------------------------------------------------- scenes
@@ -388,7 +396,7 @@ def _main_actors(label: int, n: int, w: int, h: int, rng: np.random.Generator, m
         return _Actor(spr, wx.copy(), wy.copy(), radius * ones, ang0 + _smooth_noise(n, rng, 0.03, 3.0))
 
     if label in (0, 2):
-        a = single(s * rng.uniform(0.1, 0.17))
+        a = single(s * rng.uniform(0.11, 0.19))
         along = (w if label == 0 else h) * rng.uniform(0.25, 0.6)
         drift = along * rng.uniform(-0.12, 0.12)
         d_main, d_side = along * p, drift * p + _smooth_noise(n, rng, s * 0.01, 4.0)
@@ -400,7 +408,7 @@ def _main_actors(label: int, n: int, w: int, h: int, rng: np.random.Generator, m
             a.x += d_side
         actors = [a]
     elif label == 4:  # towards the camera: grows (perspective: log-linear in progress)
-        r0 = s * rng.uniform(0.06, 0.1)
+        r0 = s * rng.uniform(0.07, 0.11)
         k = rng.uniform(1.8, 2.8)
         a = single(r0)
         a.radius = r0 * np.exp(np.log(k) * p)
@@ -408,13 +416,13 @@ def _main_actors(label: int, n: int, w: int, h: int, rng: np.random.Generator, m
         a.y += rng.uniform(-0.08, 0.08) * s * p
         actors = [a]
     elif label == 6:  # clockwise: angle increases (y down)
-        a = single(s * rng.uniform(0.11, 0.18), shapes_marker=True)
+        a = single(s * rng.uniform(0.11, 0.19), shapes_marker=True)
         a.angle = a.angle + np.radians(rng.uniform(70.0, 200.0)) * p
         a.x += rng.uniform(-0.05, 0.05) * s * p
         a.y += rng.uniform(-0.05, 0.05) * s * p
         actors = [a]
     elif label in (8, 10):
-        ra, rb = s * rng.uniform(0.08, 0.14), s * rng.uniform(0.08, 0.14)
+        ra, rb = s * rng.uniform(0.09, 0.15), s * rng.uniform(0.09, 0.15)
         a, b = single(ra), single(rb)
         phi = rng.uniform(-0.45, 0.45) if rng.random() < 0.65 else rng.uniform(-np.pi / 2, np.pi / 2)
         axis = np.array([math.cos(phi), math.sin(phi)])
@@ -442,7 +450,7 @@ def _main_actors(label: int, n: int, w: int, h: int, rng: np.random.Generator, m
             actor.y += pos * axis[1] + side * offset * normal[1]
         actors = [a, b] if rng.random() < 0.5 else [b, a]  # drawing order: the last one is in front
     elif label == 11:  # holding: hand shake only
-        a = single(s * rng.uniform(0.1, 0.18))
+        a = single(s * rng.uniform(0.11, 0.19))
         jx, jy = _shake(n, rng, s, rng.uniform(0.008, 0.025))
         a.x += jx
         a.y += jy
@@ -490,9 +498,9 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     if rng.random() < 0.45:  # clutter: static shapes
         s = min(h, w)
         mean = bg.mean((0, 1))
-        for _ in range(int(rng.integers(3, 14))):
+        for _ in range(int(rng.integers(3, 11))):
             spr = _object_sprite(rng, mean)
-            r = s * rng.uniform(0.03, 0.13)
+            r = s * rng.uniform(0.03, 0.1)
             _paste(
                 bg,
                 spr,
@@ -607,9 +615,23 @@ def _render(label: int, rng: np.random.Generator, short_side: int, plain: bool) 
     else:
         jx = jy = np.zeros(n, int)
 
-    frames = np.empty((n, h, w, 3), np.float32)
+    sigma, bank, offs, blur = 0.0, None, None, False
+    gain = np.ones((n, 3), np.float32)
+    if not plain:
+        level = rng.uniform(0.7, 1.2) * (1.0 + _smooth_noise(n, rng, rng.uniform(0.0, 0.08), 6.0))
+        gain = (level[:, None] * (1.0 + rng.uniform(-0.08, 0.08, 3))[None, :]).astype(np.float32)
+        sigma = rng.uniform(0.0, 9.0) if rng.random() < 0.7 else 0.0
+        if sigma > 0.5:  # sensor noise: random crops of one noise field
+            bank = rng.normal(0.0, sigma, (h + 8, w + 8, 3)).astype(np.float32)
+            offs = rng.integers(0, 9, (n, 2))
+        blur = rng.random() < 0.3
+
+    # frame by frame, so the float canvas stays in cache; reversed classes are written back to front
+    out = np.empty((n, h, w, 3), np.uint8)
+    canvas = np.empty((h, w, 3), np.float32)
+    tmp = np.empty_like(canvas)
+    reverse = label != forward
     for f in range(n):
-        canvas = frames[f]
         canvas[:] = bg[jy[f] : jy[f] + h, jx[f] : jx[f] + w]
         dx, dy = float(jx[f] - pad), float(jy[f] - pad)
         for a in behind:
@@ -618,27 +640,19 @@ def _render(label: int, rng: np.random.Generator, short_side: int, plain: bool) 
             _draw_actor(canvas, a, f, dx, dy)
         for a in front:
             _draw_actor(canvas, a, f, dx, dy)
-
-    if not plain:
-        gain = rng.uniform(0.7, 1.2) * (1.0 + _smooth_noise(n, rng, rng.uniform(0.0, 0.08), 6.0))
-        cast = 1.0 + rng.uniform(-0.08, 0.08, 3)
-        frames *= (gain[:, None] * cast[None, :]).astype(np.float32)[:, None, None, :]
-        sigma = rng.uniform(0.0, 9.0) if rng.random() < 0.7 else 0.0
-        if sigma > 0.5:
-            bank = rng.normal(0.0, sigma, (h + 8, w + 8, 3)).astype(np.float32)
-            offs = rng.integers(0, 9, (n, 2))
-            for f in range(n):
-                frames[f] += bank[offs[f, 0] : offs[f, 0] + h, offs[f, 1] : offs[f, 1] + w]
-        if rng.random() < 0.3:  # mild blur
-            frames[:, :, 1:] += frames[:, :, :-1]
-            frames[:, 1:] += frames[:, :-1]
-            frames *= np.float32(0.25)
-            frames[:, :, 0] *= 2.0
-            frames[:, 0] *= 2.0
-    np.clip(frames, 0.0, 255.0, out=frames)
-    if label != forward:
-        frames = frames[::-1]
-    return SyntheticClip(frames=frames.astype(np.uint8), label=label, fps=fps)
+        if not plain:
+            canvas *= gain[f]
+            if bank is not None:
+                canvas += bank[offs[f, 0] : offs[f, 0] + h, offs[f, 1] : offs[f, 1] + w]
+            if blur:  # 2x2 box (edges replicated)
+                np.add(canvas[:, 1:], canvas[:, :-1], out=tmp[:, 1:])
+                np.multiply(canvas[:, 0], 2.0, out=tmp[:, 0])
+                np.add(tmp[1:], tmp[:-1], out=canvas[1:])
+                np.multiply(tmp[0], 2.0, out=canvas[0])
+                canvas *= np.float32(0.25)
+            np.minimum(np.maximum(canvas, 0.0, out=canvas), 255.0, out=canvas)
+        np.copyto(out[n - 1 - f if reverse else f], canvas, casting="unsafe")
+    return SyntheticClip(frames=out, label=label, fps=fps)
 
 
 # --------------------------------------------------------------------------------------------- public API
