@@ -167,6 +167,8 @@ class DecodedVideo:
     indices: list[list[int]]  # the frame indices asked for, per clip
     timestamps_s: list[list[float]]  # presentation time of the frame actually returned, per clip
     warnings: list[str] = field(default_factory=list)
+    # cost counters: packets, frames_decoded, frames_converted, skips (decoder restarts at a keyframe)
+    stats: dict[str, int] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------- decoding
@@ -205,7 +207,10 @@ def probe_and_decode(
     try:
         container = av.open(fileobj, mode="r", metadata_errors="ignore", timeout=limits.timeout_s)
     except _AV_ERRORS as exc:
-        raise NotAVideoError(f"not a readable video file ({_reason(exc)})") from exc
+        deadline.check("opening the file")  # an open aborted by the timeout is a timeout
+        raise NotAVideoError(
+            f"not a readable video file ({_reason(exc)}): not a video, or truncated before its header"
+        ) from exc
     try:
         return _decode(container, choose_indices, limits, deadline, resize_short_side)
     finally:
@@ -331,7 +336,9 @@ def _decode(container, choose_indices, limits, deadline, resize_short_side) -> D
         )
     header_duration = _header_duration(container, stream)
     if header_duration is not None and header_duration > limits.max_duration_s:
-        raise VideoLimitError("duration in seconds", "max_duration_s", header_duration, limits.max_duration_s)
+        raise VideoLimitError(
+            "duration in seconds", "max_duration_s", header_duration, float(limits.max_duration_s)
+        )
 
     pk = _demux(container, stream, limits, deadline, warnings)
     n = len(pk.packets)
@@ -339,7 +346,9 @@ def _decode(container, choose_indices, limits, deadline, resize_short_side) -> D
         raise UndecodableVideoError("the video stream has no frames")
     duration_s = pk.duration_s if pk.duration_s is not None else header_duration
     if duration_s is not None and duration_s > limits.max_duration_s:
-        raise VideoLimitError("duration in seconds", "max_duration_s", duration_s, limits.max_duration_s)
+        raise VideoLimitError(
+            "duration in seconds", "max_duration_s", duration_s, float(limits.max_duration_s)
+        )
     fps = float(stream.average_rate) if stream.average_rate else 0.0
     if fps <= 0 and duration_s:
         fps = n / duration_s
@@ -354,7 +363,7 @@ def _decode(container, choose_indices, limits, deadline, resize_short_side) -> D
     needed = sorted({i for clip in clips_idx for i in clip})
 
     try:
-        frames, times, rotation, got = _decode_needed(
+        frames, times, rotation, stats = _decode_needed(
             stream, pk, needed, limits, deadline, resize_short_side, (width, height), warnings
         )
     except _AV_ERRORS as exc:
@@ -372,11 +381,10 @@ def _decode(container, choose_indices, limits, deadline, resize_short_side) -> D
         frames=n,
         rotation=rotation,
     )
-    if got < n:
-        warnings.append(f"{got} frames decoded, {n} packets counted")
+    stats["packets"] = n
     clips = [np.stack([frames[i] for i in clip]) for clip in clips_idx]
     timestamps = [[times[i] for i in clip] for clip in clips_idx]
-    return DecodedVideo(info, clips, clips_idx, timestamps, warnings)
+    return DecodedVideo(info, clips, clips_idx, timestamps, warnings, stats)
 
 
 def _header_duration(container, stream) -> float | None:
@@ -402,7 +410,7 @@ def _normalize_rotation(deg: float) -> int:
 def _decode_needed(stream, pk: _Packets, needed, limits, deadline, resize_short_side, size, warnings):
     """Decode forward, converting only the frames in ``needed`` (sorted presentation indices).
 
-    Returns ({index: upright RGB array}, {index: seconds}, rotation, frames decoded)."""
+    Returns ({index: upright RGB array}, {index: seconds}, rotation, stats)."""
     ctx = stream.codec_context
     ctx.thread_type = "AUTO"
     tb: Fraction | None = stream.time_base
@@ -412,7 +420,12 @@ def _decode_needed(stream, pk: _Packets, needed, limits, deadline, resize_short_
 
     out: dict[int, np.ndarray] = {}
     times: dict[int, float] = {}
-    state = {"rotation": None, "decoded": 0, "last": None}  # last: (index, frame, converted or None)
+    state = {
+        "rotation": None,
+        "decoded": 0,
+        "converted": 0,
+        "last": None,
+    }  # last: (index, frame, converted or None)
     j = 0  # next needed position
     missing: list[int] = []
 
@@ -441,6 +454,7 @@ def _decode_needed(stream, pk: _Packets, needed, limits, deadline, resize_short_
     def give(idx: int, frame, cache: list) -> None:
         if cache[0] is None:
             cache[0] = convert(frame)
+            state["converted"] += 1
         out[idx] = cache[0]
         times[idx] = cache[1]
 
@@ -509,11 +523,13 @@ def _decode_needed(stream, pk: _Packets, needed, limits, deadline, resize_short_
         missing.append(needed[j])
         j += 1
     if missing:
+        warnings.append(f"{state['decoded']} frames decoded, {len(packets)} packets counted")
         warnings.append(
             f"{len(missing)} sampled frame(s) did not decode and were replaced by a neighbour: "
             f"{missing[:10]}{' ...' if len(missing) > 10 else ''}"
         )
-    return out, times, state["rotation"] or 0, state["decoded"]
+    stats = {"frames_decoded": state["decoded"], "frames_converted": state["converted"], "skips": skips}
+    return out, times, state["rotation"] or 0, stats
 
 
 # ---------------------------------------------------------------------------------------- resizing

@@ -86,6 +86,7 @@ def encode_clip(
     vfr: bool = False,
     rotation: int = 0,
     options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Encode a clip and return its path.
 
@@ -96,8 +97,10 @@ def encode_clip(
 
     ``pattern``: ``frame-index`` (see :func:`frame_pattern`) or ``noise`` (seeded random pixels, hard
     to compress, for timing). ``vfr``: presentation timestamps with irregular gaps (1/1000 s time base).
-    ``audio``: add an AAC (MP4/MOV) or Opus/Vorbis-free PCM/Opus track; ``audio_first`` makes it stream 0.
-    ``options``: encoder options (e.g. ``{"crf": "10"}``).
+    ``audio``: add an audio track (AAC in MP4/MOV, MP2 in AVI, Opus elsewhere); ``audio_first`` makes it
+    stream 0.
+    ``options``: encoder options (e.g. ``{"crf": "10"}``, ``{"g": "6"}`` for a keyframe every 6 frames).
+    ``container_options``: muxer options (e.g. ``{"movflags": "faststart"}``).
     """
     path = Path(path)
     fmt = container or _EXT_TO_FORMAT.get(path.suffix.lower())
@@ -109,7 +112,7 @@ def encode_clip(
     opts = dict(_default_options(codec))
     opts.update(options or {})
 
-    out = av.open(str(path), "w", format=fmt)
+    out = av.open(str(path), "w", format=fmt, options=container_options or {})
     try:
         astream = None
         if audio and audio_first:
@@ -202,6 +205,20 @@ def _mux_audio_for(out, stream, t0: float, dur: float) -> None:
         frame.sample_rate, frame.pts, frame.time_base = rate, n0, Fraction(1, rate)
         out.mux(stream.encode(frame))
         _AUDIO_WRITTEN[stream.index] = n0 + frame_size
+
+
+def encode_audio_only(path: str | os.PathLike, seconds: float = 1.0) -> Path:
+    """An audio-only file (format from the extension: .m4a/.mp4 AAC, .mka/.ogg/.webm Opus)."""
+    path = Path(path)
+    fmt = {".m4a": "mp4", ".mp4": "mp4", ".mka": "matroska", ".webm": "webm", ".ogg": "ogg"}[path.suffix]
+    out = av.open(str(path), "w", format=fmt)
+    try:
+        stream = _add_audio(out, fmt)
+        _mux_audio_for(out, stream, 0.0, seconds)
+        out.mux(stream.encode(None))
+    finally:
+        out.close()
+    return path
 
 
 def write_png(path: str | os.PathLike, width: int = 64, height: int = 48) -> Path:
