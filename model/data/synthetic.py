@@ -427,24 +427,27 @@ def _main_actors(label: int, n: int, w: int, h: int, rng: np.random.Generator, m
         phi = rng.uniform(-0.45, 0.45) if rng.random() < 0.65 else rng.uniform(-np.pi / 2, np.pi / 2)
         axis = np.array([math.cos(phi), math.sin(phi)])
         normal = np.array([-axis[1], axis[0]])
-        # the frame's extent along the axis bounds the separations
-        extent = min(
-            abs(axis[0]) * w + abs(axis[1]) * h, w / max(abs(axis[0]), 1e-3), h / max(abs(axis[1]), 1e-3)
-        )
-        extent = min(extent, float(np.hypot(w, h)))
+        # the length of the axis line through the frame bounds the separations
+        extent = min(w / max(abs(axis[0]), 1e-3), h / max(abs(axis[1]), 1e-3))
         rsum = ra + rb
-        offset = rng.uniform(-0.9, 0.9) * rsum  # perpendicular offset of the two paths
-        far = max(extent * rng.uniform(0.42, 0.72), 1.6 * rsum)
+        # perpendicular offset of the two paths, same law in 8 and 10: the centres never come closer than
+        # rsum / 2 in either class, so a frame from the middle of a pass looks like the end of "closer"
+        offset = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 0.9) * rsum
+        far = max(extent * rng.uniform(0.45, 0.75), 2.5 * rsum)
         if label == 8:  # closer: far apart -> close (touching or partly overlapping, never coinciding)
-            near_gap = rng.uniform(0.0, 1.1) * rsum
+            near_gap = rng.uniform(0.0, 0.9) * rsum
             sep = far + (near_gap - far) * p
         else:  # pass: far apart -> cross -> far apart on the other side
-            far2 = max(extent * rng.uniform(0.42, 0.72), 1.6 * rsum)
+            far2 = max(extent * rng.uniform(0.45, 0.75), 2.5 * rsum)
             sep = far + (-far2 - far) * p
         share = rng.random() if rng.random() < 0.6 else float(rng.integers(2))  # part of motion by A
         travel = sep[0] - sep
         pos_a = share * travel
         pos_b = sep[0] - (1 - share) * travel
+        # keep the whole motion inside the frame: shrink it along the axis if it would not fit
+        span = max(pos_a.max() + ra, pos_b.max() + rb) - min(pos_a.min() - ra, pos_b.min() - rb)
+        if span > 0.95 * extent:
+            pos_a, pos_b = pos_a * (0.95 * extent / span), pos_b * (0.95 * extent / span)
         for actor, pos, side in ((a, pos_a, -0.5), (b, pos_b, 0.5)):
             actor.x += pos * axis[0] + side * offset * normal[0]
             actor.y += pos * axis[1] + side * offset * normal[1]
