@@ -23,19 +23,24 @@ Aggregation = Literal["sec", "avg"]
 
 
 @cache
-def _adaptive_pool_matrix(size_in: int, size_out: int) -> Tensor:
+def _adaptive_pool_rows(size_in: int, size_out: int) -> tuple[tuple[float, ...], ...]:
     """(size_out, size_in) matrix equal to 1-D adaptive average pooling from size_in to size_out.
 
     Row i averages [floor(i*in/out), ceil((i+1)*in/out)), which is PyTorch's (and the authors')
     adaptive pooling rule. It covers the non-divisible cases (7 -> 3 -> 7 at layer4) that ONNX has
     no adaptive-pooling op for, as a plain MatMul with a constant.
     """
-    matrix = torch.zeros(size_out, size_in, dtype=torch.float64)
+    rows = []
     for i in range(size_out):
         start = (i * size_in) // size_out
         end = math.ceil((i + 1) * size_in / size_out)
-        matrix[i, start:end] = 1.0 / (end - start)
-    return matrix.float()
+        rows.append(tuple(1.0 / (end - start) if start <= j < end else 0.0 for j in range(size_in)))
+    return tuple(rows)
+
+
+def _adaptive_pool_matrix(size_in: int, size_out: int, like: Tensor) -> Tensor:
+    # A fresh tensor per call: a cached tensor would leak tracer state out of torch.export.
+    return torch.tensor(_adaptive_pool_rows(size_in, size_out), dtype=like.dtype, device=like.device)
 
 
 def adaptive_avg_pool_hw(x: Tensor, out_h: int, out_w: int) -> Tensor:
@@ -43,8 +48,8 @@ def adaptive_avg_pool_hw(x: Tensor, out_h: int, out_w: int) -> Tensor:
     h, w = x.shape[-2], x.shape[-1]
     if (h, w) == (out_h, out_w):
         return x
-    pool_h = _adaptive_pool_matrix(h, out_h).to(device=x.device, dtype=x.dtype)
-    pool_w = _adaptive_pool_matrix(w, out_w).to(device=x.device, dtype=x.dtype)
+    pool_h = _adaptive_pool_matrix(h, out_h, x)
+    pool_w = _adaptive_pool_matrix(w, out_w, x)
     return torch.matmul(torch.matmul(pool_h, x), pool_w.transpose(0, 1))
 
 
@@ -53,7 +58,7 @@ def adaptive_avg_pool_t(x: Tensor, out_t: int) -> Tensor:
     t = x.shape[2]
     if t == out_t:
         return x
-    pool_t = _adaptive_pool_matrix(t, out_t).to(device=x.device, dtype=x.dtype)
+    pool_t = _adaptive_pool_matrix(t, out_t, x)
     return torch.einsum("ot,ncthw->ncohw", pool_t, x)
 
 

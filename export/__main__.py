@@ -1,0 +1,104 @@
+"""python -m export CHECKPOINT --out DIR [--frames 8 16] [--official] [--fp16] ...
+
+Writes DIR/<model-name>/<version>/model-{T}f.onnx and model.json when --model-name is given
+(a Triton-like model repository the service serves whole), else DIR/model-{T}f.onnx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from export.graph import ExportVerificationError
+from model.checkpoint import file_sha256, load_checkpoint
+from model.network import VARIANTS
+from model.official import CheckpointMismatchError, load_official_checkpoint
+
+
+def read_labels(path: Path) -> list[str]:
+    """One class per line, line index = class id."""
+    labels = [line.strip() for line in path.read_text().splitlines()]
+    while labels and not labels[-1]:
+        labels.pop()
+    if not labels or any(not label for label in labels):
+        raise ValueError(f"{path}: expected one non-empty label per line")
+    return labels
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser.add_argument(
+        "checkpoint", type=Path, help="a checkpoint of our trainer, or the authors' with --official"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="model repository (or target folder)")
+    parser.add_argument("--frames", type=int, nargs="+", default=[8, 16], help="one graph per frame count")
+    parser.add_argument(
+        "--name", choices=sorted(VARIANTS), help="architecture (--official; default sda_tsm_r50)"
+    )
+    parser.add_argument(
+        "--labels", type=Path, help="label map, one class per line (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--size", type=int, help="input crop size (default: the checkpoint's, 224 for --official)"
+    )
+    parser.add_argument("--official", action="store_true", help="CHECKPOINT is an authors' released .pth.tar")
+    parser.add_argument("--fp16", action="store_true", help="also write an fp16 graph (fp32 inputs/outputs)")
+    parser.add_argument("--model-name", help="model id in the repository: writes OUT/ID/VERSION/")
+    parser.add_argument("--version", default="1", help="model version folder (with --model-name)")
+    parser.add_argument("--training-data", default=None, help="what the model was trained on (metadata)")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    try:
+        print(f"loading {args.checkpoint} ...", flush=True)
+        if args.official:
+            model = load_official_checkpoint(args.checkpoint, args.name or "sda_tsm_r50", args.frames[0])
+            labels = None
+            size = args.size or 224
+            training_data = args.training_data or "authors' released checkpoint"
+        else:
+            model, info = load_checkpoint(args.checkpoint)
+            if args.name and args.name != model.config.name:
+                raise CheckpointMismatchError(
+                    f"{args.checkpoint} holds a {model.config.name}, not the requested {args.name}"
+                )
+            labels = info.labels
+            size = args.size or info.input_size
+            training_data = args.training_data or info.training_data
+        if args.labels:
+            labels = read_labels(args.labels)
+        sha256 = file_sha256(args.checkpoint)
+    except (CheckpointMismatchError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    from export.build import export_model
+
+    out_dir = args.out / args.model_name / str(args.version) if args.model_name else args.out
+    try:
+        written = export_model(
+            model,
+            out_dir,
+            frames=args.frames,
+            size=size,
+            labels=labels,
+            model_name=args.model_name or model.config.name,
+            version=args.version,
+            training_data=training_data,
+            source_sha256=sha256,
+            fp16=args.fp16,
+            log=lambda line: print(line, flush=True),
+        )
+    except (ExportVerificationError, ValueError) as error:
+        print(f"error: export failed: {error}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    print(f"done in {time.perf_counter() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

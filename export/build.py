@@ -1,0 +1,140 @@
+"""Export a model to a model-repository version folder: one graph per frame count + model.json."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import onnx
+import onnxruntime
+import torch
+
+from export.graph import GraphReport, export_graph
+from export.metadata import GraphMetadata, test_resize_short_side
+from model.network import VideoClassifier
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sda-serve")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def graph_metadata(
+    model: VideoClassifier,
+    *,
+    frames: int,
+    size: int,
+    labels: Sequence[str],
+    model_name: str,
+    version: str,
+    training_data: str = "",
+    source_sha256: str = "",
+) -> GraphMetadata:
+    architecture = model.config.to_dict()
+    architecture["num_frames"] = frames
+    if not model.has_sda:
+        for key in ("branches", "aggregation", "reduction"):
+            architecture.pop(key)
+    return GraphMetadata(
+        model_name=model_name,
+        model_version=str(version),
+        labels=tuple(labels),
+        frames=frames,
+        input_size=size,
+        resize_short_side=test_resize_short_side(size),
+        architecture=architecture,
+        blocks=model.block_names,
+        branches=model.branch_names,
+        training_data=training_data,
+        source_checkpoint_sha256=source_sha256,
+        sda_serve_version=_version(),
+    )
+
+
+def export_model(
+    model: VideoClassifier,
+    out_dir: str | Path,
+    *,
+    frames: Sequence[int] = (8, 16),
+    size: int = 224,
+    labels: Sequence[str] | None = None,
+    model_name: str = "model",
+    version: str | int = 1,
+    training_data: str = "",
+    source_sha256: str = "",
+    fp16: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Write ``out_dir/model-{T}f.onnx`` for each T and ``out_dir/model.json``; verified or nothing.
+
+    Everything is built in a temporary folder beside ``out_dir`` and moved into place only after
+    every graph passed verification, so a failed export leaves no file behind.
+    """
+    if labels is None:
+        labels = [f"class {index}" for index in range(model.num_classes)]
+    if len(labels) != model.num_classes:
+        raise ValueError(f"{len(labels)} labels for a model with {model.num_classes} classes")
+    if not frames or any(t < 1 for t in frames):
+        raise ValueError(f"frame counts must be positive, got {list(frames)}")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
+    try:
+        reports: list[GraphReport] = []
+        metadata = None
+        for count in frames:
+            metadata = graph_metadata(
+                model,
+                frames=count,
+                size=size,
+                labels=labels,
+                model_name=model_name,
+                version=str(version),
+                training_data=training_data,
+                source_sha256=source_sha256,
+            )
+            for report in export_graph(model, metadata, staging / f"model-{count}f.onnx", fp16=fp16, log=log):
+                reports.append(report)
+                log(
+                    f"  [{count}f] {report.path.name}: {report.size_bytes / 1e6:.1f} MB, "
+                    f"{sum(report.op_counts.values())} nodes, {report.seconds:.1f}s"
+                )
+        assert metadata is not None
+        card = {
+            "name": model_name,
+            "version": str(version),
+            "platform": "onnxruntime_onnx",
+            "metadata": {k: v for k, v in metadata.to_props().items() if k != "frames"},
+            "graphs": [report.to_dict() for report in reports],
+            "exported_with": {
+                "sda_serve": _version(),
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__,
+                "python": platform.python_version(),
+            },
+            "export_seconds": round(time.perf_counter() - started, 1),
+        }
+        (staging / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+        if out_dir.exists():
+            for stale in [*out_dir.glob("model-*f*.onnx"), out_dir / "model.json"]:
+                stale.unlink(missing_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for item in sorted(staging.iterdir()):
+            target = out_dir / item.name
+            item.replace(target)
+            written.append(target)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
