@@ -454,7 +454,7 @@ def _main_actors(label: int, n: int, w: int, h: int, rng: np.random.Generator, m
         actors = [a, b] if rng.random() < 0.5 else [b, a]  # drawing order: the last one is in front
     elif label == 11:  # holding: hand shake only
         a = single(s * rng.uniform(0.11, 0.19))
-        jx, jy = _shake(n, rng, s, rng.uniform(0.008, 0.025))
+        jx, jy = _shake(n, rng, s, rng.uniform(0.006, 0.018))
         a.x += jx
         a.y += jy
         a.angle = a.angle + _smooth_noise(n, rng, np.radians(rng.uniform(1.0, 5.0)), 4.0)
@@ -730,8 +730,8 @@ def write_something_something_v2(
     - ``train.json`` / ``validation.json``: JSON lists of ``{"id": "<int as str>", "label": ...,
       "template": "Holding [something]", "placeholders": [...]}``. In real SSv2 ``label`` is the template
       filled in with the object names (lower case, e.g. "holding potato"); here ``label`` is the template
-      without brackets (the class name) and ``placeholders`` holds one object description per
-      ``[something]`` (the sprite's shape name). Loaders must map ``template`` (brackets removed) through
+      without brackets (the class name) and ``placeholders`` holds one ``"object"`` per
+      ``[something]``. Loaders must map ``template`` (brackets removed) through
       ``labels.json``, as the reference SSv2 preprocessing scripts do.
     - ``videos/<id>.webm``: VP9 in WebM, yuv420p, at the clip's own frame rate and size. Ids are unique
       across the two splits: train ids are 1..num_train, validation ids follow.
