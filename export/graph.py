@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from export.metadata import DEPENDENCY_WEIGHTS, INPUT_NAME, LOGITS, PROBS, GraphMetadata
 from model.network import VideoClassifier
+from model.preprocess import normalize_frames
 
 OPSET = 18  # the dynamo exporter's native opset; its downgrade to 17 fails on the shift's Pad/Slice.
 PARITY_TOLERANCE = 1e-4
@@ -41,15 +42,12 @@ class FramesToPredictions(nn.Module):
     def __init__(self, model: VideoClassifier, mean: tuple[float, ...], std: tuple[float, ...], scale: float):
         super().__init__()
         self.model = model
-        std_tensor = torch.tensor(std, dtype=torch.float32)
-        # (x / scale - mean) / std folded into one multiply-add.
-        self.register_buffer("multiplier", 1.0 / (scale * std_tensor))
-        self.register_buffer("offset", -torch.tensor(mean, dtype=torch.float32) / std_tensor)
+        self.mean, self.std, self.scale = tuple(mean), tuple(std), float(scale)
 
     def forward(self, frames: Tensor) -> tuple[Tensor, ...]:
-        x = frames.to(torch.float32) * self.multiplier + self.offset
-        x = x.permute(0, 1, 4, 2, 3)  # (N, T, 3, S, S)
-        logits, weights = self.model.forward_with_dependencies(x)
+        logits, weights = self.model.forward_with_dependencies(
+            normalize_frames(frames, self.mean, self.std, self.scale)
+        )
         probs = torch.softmax(logits, dim=-1)
         if self.model.has_sda:
             return logits, probs, weights

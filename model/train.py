@@ -1,0 +1,444 @@
+"""Train an SDA/TSM/TSN model with the paper's recipe: ``python -m model.train --dataset ... --out DIR``.
+
+Defaults are the paper's (section 4.2 and the authors' code): SGD momentum 0.9, weight decay 1e-4
+(none on BatchNorm and biases), lr 0.01 for TSN at 8 frames and 0.015 for TSM or 16 frames,
+x0.1 at epochs 20 and 40 of 50, dropout 0.5, grad-norm clip 20, 5x lr on SDA weights, batch 36.
+Multi-GPU / multi-node: launch with ``torchrun --nproc-per-node N -m model.train ...`` (DDP; NCCL on
+GPUs, gloo on CPUs). Mixed precision on GPU. Checkpoints every epoch (``last.pt``, ``best.pt``),
+``--resume``; metrics to ``metrics.jsonl`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from model.checkpoint import CheckpointInfo, read_checkpoint, save_checkpoint
+from model.data.datasets import (
+    ClipDataset,
+    SyntheticDataset,
+    read_class_folders,
+    read_diving48,
+    read_frame_list,
+    read_label_map,
+    read_something_something_v2,
+    read_video_list,
+    ssv2_flip_pairs,
+)
+from model.network import VARIANTS, VideoClassifier, build_model
+from model.preprocess import normalize_frames
+from model.sda import DEFAULT_BRANCHES
+
+DATASETS = ("synthetic", "ssv2", "diving48", "video-list", "frame-list", "folders")
+
+
+def default_lr(name: str, frames: int) -> float:
+    """0.01 for TSN-based 8-frame models; 0.015 for TSM-based or 16-frame ones (paper 4.2)."""
+    return 0.015 if VARIANTS[name].shift or frames >= 16 else 0.01
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__)
+    parser.add_argument("--config", type=Path, help="JSON file of option defaults (flags override it)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    data.add_argument("--root", type=Path, help="dataset root (ssv2, folders) or the videos/frames root")
+    data.add_argument("--train-list", type=Path, help="train list / annotation file")
+    data.add_argument("--val-list", type=Path, help="validation list / annotation file")
+    data.add_argument("--labels", type=Path, help="label map, one class per line (lists, diving48)")
+    data.add_argument("--image-template", default="{:05d}.jpg", help="frame file names (frame-list)")
+    data.add_argument("--flip-pairs", default="auto", help="'auto', 'none', or JSON {class: mirror class}")
+    data.add_argument("--train-clips", type=int, default=6000, help="synthetic clips per epoch")
+    data.add_argument("--val-clips", type=int, default=600, help="synthetic validation clips")
+    data.add_argument("--workers", type=int, default=2)
+    arch = parser.add_argument_group("model")
+    arch.add_argument("--arch", choices=sorted(VARIANTS), default="sda_tsm_r50")
+    arch.add_argument("--frames", type=int, default=8)
+    arch.add_argument("--size", type=int, default=224, help="input crop size")
+    arch.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    arch.add_argument("--branches", nargs="+", default=list(DEFAULT_BRANCHES))
+    arch.add_argument("--aggregation", choices=("sec", "avg"), default="sec")
+    arch.add_argument("--reduction", type=int, default=4, help="SDA channel reduction r_c")
+    arch.add_argument("--dropout", type=float, default=0.5)
+    optim = parser.add_argument_group("optimisation (paper defaults)")
+    optim.add_argument("--epochs", type=int, default=50)
+    optim.add_argument("--batch-size", type=int, default=36, help="total over all processes")
+    optim.add_argument("--lr", type=float, help="default 0.01 (TSN 8f) or 0.015 (TSM, 16f)")
+    optim.add_argument("--lr-steps", type=int, nargs="*", default=[20, 40])
+    optim.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up (not in the paper)")
+    optim.add_argument("--momentum", type=float, default=0.9)
+    optim.add_argument("--weight-decay", type=float, default=1e-4)
+    optim.add_argument("--sda-lr-mult", type=float, default=5.0)
+    optim.add_argument("--clip-grad", type=float, default=20.0)
+    optim.add_argument("--max-steps", type=int, default=0, help="stop each epoch after N steps (smoke runs)")
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--eval-clips", type=int, default=1, help="clips per video (paper: 2)")
+    evaluation.add_argument("--eval-crops", type=int, default=1, choices=(1, 3), help="crops (paper: 3)")
+    evaluation.add_argument("--eval-every", type=int, default=1)
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", type=Path, required=True)
+    run.add_argument("--resume", type=Path, help="a last.pt to continue from")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    run.add_argument("--no-progress", action="store_true")
+    args, _ = parser.parse_known_args(argv)
+    if args.config:
+        parser.set_defaults(**json.loads(args.config.read_text()))
+    return parser.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str], dict[int, int] | None]:
+    common = {"num_frames": args.frames, "input_size": args.size}
+    evaluation = {"clips": args.eval_clips, "crops": args.eval_crops}
+    if args.dataset == "synthetic":
+        train = SyntheticDataset(args.train_clips, train=True, seed=args.seed, **common)
+        val = SyntheticDataset(
+            args.val_clips, train=False, seed=args.seed + 1_000_003, **common, **evaluation
+        )
+        return train, val, list(SyntheticDataset.labels), dict(SyntheticDataset.flip_pairs)
+    if args.dataset == "ssv2":
+        train_records, labels = read_something_something_v2(args.root, "train")
+        val_records, _ = read_something_something_v2(args.root, "validation")
+        flips: dict[int, int] | None = ssv2_flip_pairs(labels)
+    elif args.dataset == "folders":
+        train_records, labels = read_class_folders(Path(args.root) / "train")
+        val_records, _ = read_class_folders(Path(args.root) / "val")
+        flips = {}
+    else:
+        if not (args.train_list and args.val_list and args.labels):
+            raise SystemExit(f"--dataset {args.dataset} needs --train-list, --val-list and --labels")
+        labels = read_label_map(args.labels)
+        root = args.root or Path(".")
+        if args.dataset == "diving48":
+            train_records, val_records = (
+                read_diving48(args.train_list, root),
+                read_diving48(args.val_list, root),
+            )
+        elif args.dataset == "video-list":
+            train_records, val_records = (
+                read_video_list(args.train_list, root),
+                read_video_list(args.val_list, root),
+            )
+        else:
+            train_records, val_records = (
+                read_frame_list(args.train_list, root),
+                read_frame_list(args.val_list, root),
+            )
+        flips = {}
+    if args.flip_pairs == "none":
+        flips = None
+    elif args.flip_pairs != "auto":
+        flips = {int(k): int(v) for k, v in json.loads(args.flip_pairs).items()}
+    options = {"flip_pairs": flips, "image_template": args.image_template, "seed": args.seed}
+    train = ClipDataset(train_records, train=True, **common, **options)
+    val = ClipDataset(val_records, train=False, **common, **evaluation, **options)
+    return train, val, labels, flips
+
+
+# --------------------------------------------------------------------------- optimisation
+
+
+def parameter_groups(
+    model: nn.Module, lr: float, weight_decay: float, sda_mult: float
+) -> list[dict[str, Any]]:
+    """Four groups: {backbone, SDA} x {decayed weights, BN/bias without decay}; SDA at sda_mult x lr."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {
+        (s, d): [] for s in (False, True) for d in (False, True)
+    }
+    for name, parameter in model.named_parameters():
+        in_sda = ".sda." in name
+        decay = parameter.ndim > 1  # conv/linear weights; BN affine, biases and the QSA query: no decay
+        groups[(in_sda, decay)].append(parameter)
+    return [
+        {
+            "params": params,
+            "lr": lr * (sda_mult if in_sda else 1.0),
+            "weight_decay": weight_decay if decay else 0.0,
+            "name": f"{'sda' if in_sda else 'backbone'}-{'decay' if decay else 'no_decay'}",
+        }
+        for (in_sda, decay), params in groups.items()
+        if params
+    ]
+
+
+def learning_rate_factor(epoch: float, steps: list[int], warmup: float) -> float:
+    factor = 0.1 ** sum(epoch >= step for step in steps)
+    if warmup > 0 and epoch < warmup:
+        factor *= (epoch + 1e-3) / warmup
+    return factor
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: VideoClassifier, loader: DataLoader, device: torch.device, num_classes: int
+) -> dict[str, Any]:
+    """Top-1/top-5 with probabilities averaged over every view (clips x crops), the confusion matrix."""
+    model.eval()
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    top5_hits, loss_sum, count = 0, 0.0, 0
+    for views, labels in loader:
+        batch, num_views = views.shape[:2]
+        inputs = normalize_frames(views.flatten(0, 1).to(device, non_blocking=True))
+        logits = model(inputs).float().reshape(batch, num_views, -1)
+        probs = logits.softmax(dim=-1).mean(dim=1)
+        labels = labels.to(device)
+        loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item()
+        top5 = probs.topk(min(5, num_classes), dim=1).indices
+        top5_hits += (top5 == labels[:, None]).any(dim=1).sum().item()
+        for truth, guess in zip(labels.tolist(), top5[:, 0].tolist(), strict=True):
+            confusion[truth, guess] += 1
+        count += batch
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    return {
+        "top1": float(confusion.diagonal().sum() / max(count, 1)),
+        "top5": top5_hits / max(count, 1),
+        "loss": loss_sum / max(count, 1),
+        "per_class_top1": per_class.tolist(),
+        "confusion": confusion.tolist(),
+        "count": count,
+    }
+
+
+def plot_curves(metrics_path: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    epochs = [row["epoch"] for row in rows]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [row["train_loss"] for row in rows], label="train loss")
+    if any("val_loss" in row for row in rows):
+        left.plot(
+            [r["epoch"] for r in rows if "val_loss" in r],
+            [r["val_loss"] for r in rows if "val_loss" in r],
+            label="val loss",
+        )
+    left.set_xlabel("epoch")
+    left.legend()
+    right.plot(epochs, [row["train_top1"] for row in rows], label="train top-1")
+    if any("val_top1" in row for row in rows):
+        right.plot(
+            [r["epoch"] for r in rows if "val_top1" in r],
+            [r["val_top1"] for r in rows if "val_top1" in r],
+            label="val top-1",
+        )
+    right.set_xlabel("epoch")
+    right.set_ylim(0, 1)
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _setup_distributed() -> tuple[bool, int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        rank, local = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return True, rank, world, device
+    return False, 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    distributed, rank, world, device = _setup_distributed()
+    is_main = rank == 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    train_set, val_set, labels, _ = build_datasets(args)
+    model = build_model(
+        args.arch,
+        len(labels),
+        args.frames,
+        branches=tuple(args.branches),
+        aggregation=args.aggregation,
+        reduction=args.reduction,
+        width=args.width,
+        dropout=args.dropout,
+    ).to(device)
+    lr = args.lr if args.lr is not None else default_lr(args.arch, args.frames)
+    optimizer = torch.optim.SGD(
+        parameter_groups(model, lr, args.weight_decay, args.sda_lr_mult), lr=lr, momentum=args.momentum
+    )
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_epoch, best = 0, -1.0
+    if args.resume:
+        state = read_checkpoint(args.resume)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        if use_amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, best = int(state["epoch"]) + 1, float(state.get("best_top1", -1.0))
+        if is_main:
+            print(f"resumed from {args.resume} at epoch {start_epoch}", flush=True)
+    network: nn.Module = model
+    if distributed:
+        network = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    per_process = max(1, args.batch_size // world)
+    sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed) if distributed else None
+    loader_options = {
+        "num_workers": args.workers,
+        "pin_memory": device.type == "cuda",
+        "persistent_workers": False,
+    }
+    val_loader = DataLoader(val_set, batch_size=per_process, shuffle=False, **loader_options)
+    args.out.mkdir(parents=True, exist_ok=True)
+    metrics_path = args.out / "metrics.jsonl"
+    if is_main:
+        (args.out / "args.json").write_text(
+            json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=2)
+        )
+        (args.out / "labels.txt").write_text("\n".join(labels) + "\n")
+    info = CheckpointInfo(
+        config=model.config, labels=labels, input_size=args.size, training_data=_describe_data(args)
+    )
+    result: dict[str, Any] = {}
+    for epoch in range(start_epoch, args.epochs):
+        train_set.set_epoch(epoch)  # fresh crops/frames (and synthetic clips) every epoch
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+        loader = DataLoader(
+            train_set,
+            batch_size=per_process,
+            sampler=sampler,
+            shuffle=sampler is None,
+            drop_last=True,
+            generator=generator if sampler is None else None,
+            **loader_options,
+        )
+        steps = len(loader) if not args.max_steps else min(args.max_steps, len(loader))
+        network.train()
+        started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch + 1}/{args.epochs}",
+            disable=not is_main or args.no_progress,
+            dynamic_ncols=True,
+        )
+        for step, (views, targets) in enumerate(loader):
+            if step >= steps:
+                break
+            factor = learning_rate_factor(epoch + step / steps, args.lr_steps, args.warmup_epochs)
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+            inputs = normalize_frames(views[:, 0].to(device, non_blocking=True))
+            targets = targets.to(device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
+                logits = network(inputs)
+                loss = F.cross_entropy(logits.float(), targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            seen += len(targets)
+            loss_sum += loss.item() * len(targets)
+            correct += (logits.argmax(dim=1) == targets).sum().item()
+            rate = seen * world / (time.perf_counter() - started)
+            bar.set_postfix(
+                loss=f"{loss_sum / seen:.3f}",
+                acc=f"{correct / seen:.3f}",
+                clips_s=f"{rate:.1f}",
+                lr=f"{base_lrs[0] * factor:.4g}",
+                gnorm=f"{float(grad_norm):.1f}",
+            )
+            bar.update()
+        bar.close()
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": base_lrs[0] * learning_rate_factor(epoch, args.lr_steps, args.warmup_epochs),
+            "train_loss": loss_sum / max(seen, 1),
+            "train_top1": correct / max(seen, 1),
+            "train_clips_per_s": seen * world / (time.perf_counter() - started),
+            "seconds": time.perf_counter() - started,
+        }
+        if not math.isfinite(row["train_loss"]):
+            raise SystemExit(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']})")
+        if is_main:
+            if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
+                scores = evaluate(model, val_loader, device, len(labels))
+                row.update(
+                    {"val_top1": scores["top1"], "val_top5": scores["top5"], "val_loss": scores["loss"]}
+                )
+                result = {**scores, "epoch": epoch + 1}
+                (args.out / "eval.json").write_text(json.dumps(result) + "\n")
+                print(
+                    f"epoch {epoch + 1}: val top-1 {scores['top1']:.3f} top-5 {scores['top5']:.3f} "
+                    f"({scores['count']} clips)",
+                    flush=True,
+                )
+            with metrics_path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            plot_curves(metrics_path, args.out / "curves.png")
+            info.epoch = epoch
+            top1 = row.get("val_top1", -1.0)
+            state = {
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "best_top1": max(best, top1),
+                "metrics": row,
+            }
+            save_checkpoint(args.out / "last.pt", model, info, **state)
+            if top1 > best:
+                best = top1
+                save_checkpoint(args.out / "best.pt", model, info, **state)
+        if distributed:
+            dist.barrier()
+    if distributed:
+        dist.destroy_process_group()
+    return result
+
+
+def _describe_data(args: argparse.Namespace) -> str:
+    if args.dataset == "synthetic":
+        return (
+            f"synthetic temporal-reasoning set (model.data.synthetic), {args.train_clips} fresh clips "
+            f"per epoch, seed {args.seed}"
+        )
+    return f"{args.dataset}: {args.root or ''} {args.train_list or ''}".strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
