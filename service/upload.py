@@ -90,6 +90,8 @@ class _MultipartSink:
 
 async def read_upload(request: Request, limit: int) -> IO[bytes]:
     """The uploaded video as a file positioned at 0 (caller closes it); raises HTTPException."""
+    if request.headers.get("content-length") == "0":
+        raise HTTPException(422, "the upload is empty")
     content_type, params = parse_options_header(request.headers.get("content-type"))
     mime = content_type.decode("latin-1").lower()
     is_multipart = mime == "multipart/form-data"

@@ -20,6 +20,7 @@ from service.video import VideoError, VideoLimits, probe_and_decode
 router = APIRouter(tags=["classify"], dependencies=[Depends(require_api_key)])
 
 RETRY_AFTER_S = 1
+DEFAULT_TOP_K = 5
 
 _BODY_DOC = {
     "requestBody": {
@@ -107,7 +108,11 @@ def _video_summary(info) -> dict[str, object]:
 async def classify(
     request: Request,
     frames: int = Query(8, description="Frames per clip: a frame count the model was exported for (8 or 16)"),
-    top_k: int = Query(5, ge=1, description="How many classes to return (1..number of classes)"),
+    top_k: int | None = Query(
+        None,
+        ge=1,
+        description="How many classes to return, 1..number of classes (default 5, or all if fewer)",
+    ),
     clips: int = Query(1, ge=1, description="Temporal clips averaged (TSN test offsets), 1..max_clips"),
     crops: int = Query(1, description="Spatial crops per clip: 1 (centre) or 3 (left/centre/right)"),
     model: str | None = Query(None, description="Model name (default: the default model)"),
@@ -131,7 +136,9 @@ async def classify(
         raise HTTPException(404, str(error)) from error
     except InvalidOptionError as error:
         raise HTTPException(422, str(error)) from error
-    if top_k > graph.meta.num_classes:
+    if top_k is None:
+        top_k = min(DEFAULT_TOP_K, graph.meta.num_classes)
+    elif top_k > graph.meta.num_classes:
         raise HTTPException(
             422, f"top_k must be between 1 and {graph.meta.num_classes} for model {graph.name!r}"
         )
