@@ -2,7 +2,8 @@
 
 Each graph gets one worker thread. Requests put their clips (rows of the graph input) on the
 graph's queue from the event loop and await a future; the worker takes the first waiting request,
-keeps collecting more for up to ``max_wait_s`` or until ``max_batch_size`` rows are gathered, runs
+keeps collecting more for up to ``max_wait_s`` (not at all when ``expect_more()`` says no other request
+is in flight) or until ``max_batch_size`` rows are gathered, runs
 the session once (ONNX Runtime releases the GIL, so the event loop and the decoders keep going) and
 hands every request its own rows back. A request with more rows than ``max_batch_size`` runs alone,
 in chunks of ``max_batch_size``. The queue itself holds at most the requests admitted upstream
@@ -64,6 +65,7 @@ class DynamicBatcher:
         max_batch_size: int,
         max_wait_s: float,
         on_batch: Callable[[int, int, float], None] | None = None,
+        expect_more: Callable[[], bool] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -72,6 +74,8 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max(0.0, max_wait_s)
         self._on_batch = on_batch  # (requests, rows, inference_ms)
+        # Whether other requests are on their way (decoding): if not, waiting for them only adds latency.
+        self._expect_more = expect_more or (lambda: True)
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._carry: _Item | None = None
         self._thread = threading.Thread(target=self._worker, name=f"infer-{name}", daemon=True)
@@ -122,7 +126,8 @@ class DynamicBatcher:
             if first.future.done():  # cancelled while waiting: skip the work
                 continue
             batch, rows = [first], first.rows
-            deadline = time.perf_counter() + self.max_wait_s
+            wait_s = self.max_wait_s if self._expect_more() else 0.0
+            deadline = time.perf_counter() + wait_s
             while rows < self.max_batch_size:
                 try:
                     item = self._next(deadline - time.perf_counter())

@@ -201,6 +201,7 @@ class Engine:
                 max_batch_size=s.max_batch_size,
                 max_wait_s=s.max_batch_wait_ms / 1000.0,
                 on_batch=self._batch_observer(graph),
+                expect_more=lambda: self.inflight > 1,
             )
             graph.batcher.start()
         self.ready = True
