@@ -86,9 +86,11 @@ def output_names(model: VideoClassifier) -> list[str]:
 def trace_to_onnx(wrapper: FramesToPredictions, frames: int, size: int) -> onnx.ModelProto:
     """torch.export-based ONNX export with a dynamic batch axis, then onnxslim.
 
-    onnxslim (pure Python, ONNX in and out) folds constants and removes the exporter's shape
-    arithmetic while keeping standard ONNX ops, so the graph stays portable to TensorRT/Triton;
-    ORT's offline optimiser would bake in ORT-only fused ops.
+    The exporter's own optimiser folds constants first; onnxslim (pure Python, ONNX in and out)
+    then removes what is left of the shape arithmetic while keeping standard ONNX ops, so the graph
+    stays portable to TensorRT/Triton (ORT's offline optimiser would bake in ORT-only fused ops).
+    Skipping the first pass is faster but onnxslim then mis-fuses Conv3d+BatchNorm3d (a wrong
+    bias shape): the parity check below is what catches such tool bugs.
     """
     import onnxslim
 
@@ -104,7 +106,7 @@ def trace_to_onnx(wrapper: FramesToPredictions, frames: int, size: int) -> onnx.
             output_names=names,
             dynamic_shapes={"frames": {0: batch}},
             opset_version=OPSET,
-            optimize=False,  # onnxslim below does the same folding, several times faster
+            optimize=True,
             verbose=False,
         )
     proto = program.model_proto
@@ -153,10 +155,13 @@ def run_onnx(proto_bytes: bytes, frames: np.ndarray) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(proto_bytes, options, providers=["CPUExecutionProvider"])
-    names = [output.name for output in session.get_outputs()]
-    return dict(zip(names, session.run(None, {INPUT_NAME: frames}), strict=True))
+    options.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(proto_bytes, options, providers=["CPUExecutionProvider"])
+        names = [output.name for output in session.get_outputs()]
+        return dict(zip(names, session.run(None, {INPUT_NAME: frames}), strict=True))
+    except Exception as error:  # ORT raises its own pybind error types
+        raise ExportVerificationError(f"ONNX Runtime cannot run the exported graph: {error}") from error
 
 
 @torch.no_grad()
