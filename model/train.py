@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--flip-pairs", default="auto", help="'auto', 'none', or JSON {class: mirror class}")
     data.add_argument("--train-clips", type=int, default=6000, help="synthetic clips per epoch")
     data.add_argument("--val-clips", type=int, default=600, help="synthetic validation clips")
+    data.add_argument(
+        "--easy-epochs",
+        type=int,
+        default=0,
+        help="synthetic curriculum: plain renders fade out over N epochs",
+    )
     data.add_argument("--workers", type=int, default=2)
     arch = parser.add_argument_group("model")
     arch.add_argument("--arch", choices=sorted(VARIANTS), default="sda_tsm_r50")
@@ -75,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     arch.add_argument("--aggregation", choices=("sec", "avg"), default="sec")
     arch.add_argument("--reduction", type=int, default=4, help="SDA channel reduction r_c")
     arch.add_argument("--dropout", type=float, default=0.5)
+    arch.add_argument(
+        "--zero-init-residual",
+        action="store_true",
+        help="start every bottleneck's last BN at zero (helps training from scratch; not in the paper, "
+        "whose backbones start from ImageNet weights)",
+    )
     optim = parser.add_argument_group("optimisation (paper defaults)")
     optim.add_argument("--epochs", type=int, default=50)
     optim.add_argument("--batch-size", type=int, default=36, help="total over all processes")
@@ -109,7 +121,9 @@ def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str
     common = {"num_frames": args.frames, "input_size": args.size}
     evaluation = {"clips": args.eval_clips, "crops": args.eval_crops}
     if args.dataset == "synthetic":
-        train = SyntheticDataset(args.train_clips, train=True, seed=args.seed, **common)
+        train = SyntheticDataset(
+            args.train_clips, train=True, seed=args.seed, easy_epochs=args.easy_epochs, **common
+        )
         val = SyntheticDataset(
             args.val_clips, train=False, seed=args.seed + 1_000_003, **common, **evaluation
         )
@@ -285,7 +299,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         reduction=args.reduction,
         width=args.width,
         dropout=args.dropout,
-    ).to(device)
+    )
+    if args.zero_init_residual:
+        for stage in model.backbone.stages:
+            for block in stage:
+                nn.init.zeros_(block.bn3.weight)
+    model = model.to(device)
     lr = args.lr if args.lr is not None else default_lr(args.arch, args.frames)
     optimizer = torch.optim.SGD(
         parameter_groups(model, lr, args.weight_decay, args.sda_lr_mult), lr=lr, momentum=args.momentum
