@@ -235,18 +235,24 @@ class SyntheticDataset(Dataset):
         seed: int,
         clips: int = 1,
         crops: int = 1,
+        easy_epochs: int = 0,
     ) -> None:
-        self.num_clips, self.num_frames, self.input_size, self.train = (
-            num_clips,
-            num_frames,
-            input_size,
-            train,
-        )
-        self.clips, self.crops, self.seed = clips, crops, seed
+        self.num_clips, self.num_frames, self.input_size = num_clips, num_frames, input_size
+        self.train, self.clips, self.crops, self.seed = train, clips, crops, seed
+        self.easy_epochs = easy_epochs
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    @property
+    def easy_fraction(self) -> float:
+        """Share of plain renders (no clutter, distractors, noise): a curriculum that starts at 1 and
+        falls linearly to 0 over ``easy_epochs``, so a network trained from scratch first finds the
+        motion, then learns to ignore the nuisances. Validation is always at full difficulty."""
+        if not self.train or self.easy_epochs <= 0:
+            return 0.0
+        return max(0.0, 1.0 - self.epoch / self.easy_epochs)
 
     def __len__(self) -> int:
         return self.num_clips
@@ -254,10 +260,10 @@ class SyntheticDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         label = index % len(SYNTHETIC_LABELS)
         stream = [self.seed, self.epoch if self.train else 0, index]
-        clip = render_clip(
-            label, np.random.default_rng(stream), short_side=round(self.input_size * 256 / 224)
-        )
         rng = np.random.default_rng([*stream, 1])
+        plain = bool(rng.random() < self.easy_fraction)
+        short_side = round(self.input_size * 256 / 224)
+        clip = render_clip(label, np.random.default_rng(stream), short_side=short_side, plain=plain)
         count = len(clip.frames)
         if self.train:
             indices = [sample_segment_indices(count, self.num_frames, "train", rng)]
