@@ -1,0 +1,197 @@
+"""Training stage: every dataset format, sampling/augmentation semantics, a real training run with
+resume, and DDP with two CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from clips import encode_clip
+
+from model.checkpoint import load_checkpoint, read_checkpoint
+from model.data.datasets import (
+    ClipDataset,
+    SyntheticDataset,
+    read_class_folders,
+    read_diving48,
+    read_frame_list,
+    read_label_map,
+    read_something_something_v2,
+    read_video_list,
+    ssv2_flip_pairs,
+)
+from model.data.synthetic import FLIP_PAIRS, write_something_something_v2
+from model.data.transforms import multi_scale_crop_box, train_view
+from model.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 32
+
+
+def write_gray_frames(folder: Path, count: int, template: str = "img_{:05d}.jpg") -> None:
+    """Frame i (1-based on disk) is a uniform gray of level 8 * (i - 1): readable after any crop."""
+    folder.mkdir(parents=True)
+    for i in range(count):
+        with av.open(str(folder / template.format(i + 1)), "w", format="image2") as container:
+            stream = container.add_stream("mjpeg", rate=1)
+            stream.width, stream.height, stream.pix_fmt = 48, 40, "yuvj420p"
+            frame = av.VideoFrame.from_ndarray(np.full((40, 48, 3), 8 * i, np.uint8), format="rgb24")
+            for packet in [*stream.encode(frame), *stream.encode()]:
+                container.mux(packet)
+
+
+def test_frame_folder_list_samples_segment_centres(tmp_path: Path) -> None:
+    write_gray_frames(tmp_path / "frames" / "video_a", 20)
+    (tmp_path / "train.txt").write_text("video_a 20 3\n")
+    records = read_frame_list(tmp_path / "train.txt", tmp_path / "frames")
+    assert records[0].num_frames == 20 and records[0].label == 3
+    dataset = ClipDataset(
+        records, num_frames=4, input_size=SIZE, train=False, image_template="img_{:05d}.jpg"
+    )
+    views, label = dataset[0]
+    assert views.shape == (1, 4, SIZE, SIZE, 3) and label == 3
+    # test mode, n=20, T=4: tick 5, centres int(2.5 + 5i) = 2, 7, 12, 17 -> gray 16, 56, 96, 136
+    levels = views[0].float().mean(dim=(1, 2, 3))
+    np.testing.assert_allclose(levels.numpy(), [16, 56, 96, 136], atol=3)
+
+
+def test_video_list_and_class_folders_and_diving48(tmp_path: Path) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a", "b"):
+        encode_clip(videos / f"{name}.mp4", frames=16, width=64, height=48)
+    (tmp_path / "list.txt").write_text("a.mp4 0\nb.mp4 1\n")
+    records = read_video_list(tmp_path / "list.txt", videos)
+    assert [r.label for r in records] == [0, 1]
+    dataset = ClipDataset(records, num_frames=8, input_size=SIZE, train=True, seed=1)
+    views, label = dataset[1]
+    assert views.shape == (1, 8, SIZE, SIZE, 3) and views.dtype == torch.uint8 and label == 1
+
+    (tmp_path / "diving.json").write_text(json.dumps([{"vid_name": "b", "label": 47, "start_frame": 0}]))
+    diving = read_diving48(tmp_path / "diving.json", videos)
+    assert diving[0].path == videos / "b.mp4" and diving[0].label == 47
+
+    for cls in ("waving", "clapping"):
+        (tmp_path / "classes" / cls).mkdir(parents=True)
+        encode_clip(tmp_path / "classes" / cls / "x.mp4", frames=12)
+    (tmp_path / "classes" / "waving" / "notes.txt").write_text("not a video")
+    folders, labels = read_class_folders(tmp_path / "classes")
+    assert labels == ["clapping", "waving"] and [r.label for r in folders] == [0, 1]
+    evaluation = ClipDataset(folders, num_frames=8, input_size=SIZE, train=False, clips=2, crops=3)
+    views, _ = evaluation[0]
+    assert views.shape == (6, 8, SIZE, SIZE, 3)  # 2 clips x 3 crops
+
+
+def test_something_something_v2_as_distributed(tmp_path: Path) -> None:
+    root = write_something_something_v2(tmp_path / "ssv2", num_train=12, num_val=3, seed=0, short_side=48)
+    train, labels = read_something_something_v2(root, "train")
+    val, _ = read_something_something_v2(root, "validation")
+    assert len(train) == 12 and len(val) == 3 and len(labels) == 12
+    assert sorted(r.label for r in train) == list(range(12))
+    assert labels[0] == "Pushing something from left to right"
+    assert ssv2_flip_pairs(labels) == {0: 1, 1: 0}
+    views, label = ClipDataset(train, num_frames=8, input_size=SIZE, train=False)[5]
+    assert views.shape == (1, 8, SIZE, SIZE, 3) and label == train[5].label
+
+
+def test_label_map_file(tmp_path: Path) -> None:
+    (tmp_path / "labels.txt").write_text("first\nsecond\n\n")
+    assert read_label_map(tmp_path / "labels.txt") == ["first", "second"]
+    (tmp_path / "bad.txt").write_text("first\n\nthird\n")
+    with pytest.raises(ValueError, match="one non-empty class name per line"):
+        read_label_map(tmp_path / "bad.txt")
+
+
+def test_horizontal_flip_swaps_direction_dependent_labels() -> None:
+    # brightness grows to the right; a flip makes it grow to the left
+    ramp = np.tile(np.linspace(0, 255, 80).astype(np.uint8)[None, None, :, None], (4, 60, 1, 3))
+    seen = {0: set(), 2: set()}
+    for seed in range(40):
+        for label in (0, 2):
+            view, new_label = train_view(ramp, label, SIZE, np.random.default_rng(seed), FLIP_PAIRS)
+            flipped = view[0, :, 0].mean() > view[0, :, -1].mean()
+            seen[label].add(flipped)
+            if label == 0:
+                assert new_label == (1 if flipped else 0)
+            else:
+                assert new_label == 2  # "Moving something up" is the same action mirrored
+    assert seen == {0: {True, False}, 2: {True, False}}  # both outcomes happen (p = 0.5)
+
+
+def test_multi_scale_crop_uses_the_paper_scales_and_offsets() -> None:
+    boxes = {multi_scale_crop_box(120, 160, np.random.default_rng(s)) for s in range(300)}
+    sizes = {size for _, _, h, w in boxes for size in (h, w)}
+    assert sizes == {120, 105, 90, 79}  # int(120 * s) for s in 1, .875, .75, .66
+    for top, left, h, w in boxes:
+        assert abs([120, 105, 90, 79].index(h) - [120, 105, 90, 79].index(w)) <= 1
+        # offsets on TSN's grid of quarters of the free space
+        assert left in {(160 - w) * k // 4 for k in range(5)} and top in {
+            (120 - h) * k // 4 for k in range(5)
+        }
+
+
+def test_synthetic_curriculum_fades_out() -> None:
+    dataset = SyntheticDataset(24, num_frames=8, input_size=SIZE, train=True, seed=0, easy_epochs=4)
+    fractions = []
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        fractions.append(dataset.easy_fraction)
+    assert fractions == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+    validation = SyntheticDataset(24, num_frames=8, input_size=SIZE, train=False, seed=0, easy_epochs=4)
+    assert validation.easy_fraction == 0.0
+
+
+def _train_args(out: Path, *extra: str) -> list[str]:
+    return [
+        "--dataset", "synthetic", "--arch", "sda_tsm_r50", "--width", "0.125", "--size", str(SIZE),
+        "--frames", "8", "--batch-size", "4", "--train-clips", "16", "--val-clips", "12",
+        "--max-steps", "2", "--workers", "0", "--no-progress", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def test_training_runs_checkpoints_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train_main(_train_args(out, "--epochs", "2", "--lr-steps", "1")) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert rows[1]["lr"] == pytest.approx(rows[0]["lr"] * 0.1)  # the step at epoch 1
+    assert all(np.isfinite(row["train_loss"]) and 0 <= row["val_top1"] <= 1 for row in rows)
+    assert (out / "curves.png").stat().st_size > 1000 and (out / "best.pt").exists()
+    first = read_checkpoint(out / "last.pt")
+    assert first["epoch"] == 1 and "optimizer" in first
+
+    assert (
+        train_main(_train_args(out, "--epochs", "3", "--lr-steps", "1", "--resume", str(out / "last.pt")))
+        == 0
+    )
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    resumed = read_checkpoint(out / "last.pt")
+    assert resumed["epoch"] == 2
+    before, after = first["state_dict"], resumed["state_dict"]
+    assert any(not torch.equal(after[k], before[k]) for k in after if after[k].is_floating_point())
+    model, info = load_checkpoint(out / "last.pt")
+    assert info.labels[0] == "Pushing something from left to right" and info.input_size == SIZE
+    assert model.config.width == 0.125
+
+
+def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+        "-m", "model.train", *_train_args(out, "--epochs", "1"),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1  # written once, by rank 0
+    model, _ = load_checkpoint(out / "last.pt")
+    assert not any(key.startswith("module.") for key in model.state_dict())
