@@ -13,18 +13,9 @@ from pathlib import Path
 
 from export.graph import ExportVerificationError
 from model.checkpoint import file_sha256, load_checkpoint
+from model.data.datasets import read_label_map
 from model.network import VARIANTS
 from model.official import CheckpointMismatchError, load_official_checkpoint
-
-
-def read_labels(path: Path) -> list[str]:
-    """One class per line, line index = class id."""
-    labels = [line.strip() for line in path.read_text().splitlines()]
-    while labels and not labels[-1]:
-        labels.pop()
-    if not labels or any(not label for label in labels):
-        raise ValueError(f"{path}: expected one non-empty label per line")
-    return labels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             size = args.size or info.input_size
             training_data = args.training_data or info.training_data
         if args.labels:
-            labels = read_labels(args.labels)
+            labels = read_label_map(args.labels)
         sha256 = file_sha256(args.checkpoint)
     except (CheckpointMismatchError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
