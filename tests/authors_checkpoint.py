@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-TSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_sda_tsm_r50_state_dict.tsv"
+# The layout of the authors' released checkpoints, read off their code (copied from shared/reference/).
+TSV = Path(__file__).resolve().parent / "data" / "official_sda_tsm_r50_state_dict.tsv"
 
 
 def official_layout() -> list[tuple[str, tuple[int, ...], torch.dtype]]:
