@@ -11,6 +11,7 @@ GPUs, gloo on CPUs). Mixed precision on GPU. Checkpoints every epoch (``last.pt`
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import os
@@ -274,7 +275,9 @@ def _setup_distributed() -> tuple[bool, int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        # Rank 0 evaluates alone while the others wait at a barrier: a long validation (SSv2 has
+        # 25k clips) must not hit the default 30-minute collective timeout.
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=6))
         rank, local = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
         device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
         if device.type == "cuda":
