@@ -242,27 +242,16 @@ def plot_curves(metrics_path: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    epochs = [row["epoch"] for row in rows]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [row["train_loss"] for row in rows], label="train loss")
-    if any("val_loss" in row for row in rows):
-        left.plot(
-            [r["epoch"] for r in rows if "val_loss" in r],
-            [r["val_loss"] for r in rows if "val_loss" in r],
-            label="val loss",
-        )
-    left.set_xlabel("epoch")
-    left.legend()
-    right.plot(epochs, [row["train_top1"] for row in rows], label="train top-1")
-    if any("val_top1" in row for row in rows):
-        right.plot(
-            [r["epoch"] for r in rows if "val_top1" in r],
-            [r["val_top1"] for r in rows if "val_top1" in r],
-            label="val top-1",
-        )
-    right.set_xlabel("epoch")
-    right.set_ylim(0, 1)
-    right.legend()
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric, title in zip(axes, ("loss", "top1"), ("loss", "top-1"), strict=True):
+        for split in ("train", "val"):
+            key = f"{split}_{metric}"
+            points = [(row["epoch"], row[key]) for row in rows if key in row]
+            if points:
+                axis.plot(*zip(*points, strict=True), label=f"{split} {title}")
+        axis.set_xlabel("epoch")
+        axis.legend()
+    axes[1].set_ylim(0, 1)
     figure.tight_layout()
     figure.savefig(out, dpi=100)
     plt.close(figure)
