@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from export.metadata import test_resize_short_side
 from model.data.synthetic import FLIP_PAIRS, SYNTHETIC_LABELS, render_clip
 from model.data.transforms import test_views, train_view
 from service.sampling import sample_segment_indices
@@ -177,7 +178,7 @@ class ClipDataset(Dataset):
         ]
 
     def _load(self, record: VideoRecord, rng: np.random.Generator) -> list[np.ndarray]:
-        short_side = round(self.input_size * 256 / 224)
+        short_side = test_resize_short_side(self.input_size)
         if record.num_frames is None:
             decoded = probe_and_decode(
                 record.path, lambda n: self._indices(n, rng), self.limits, resize_short_side=short_side
@@ -262,7 +263,7 @@ class SyntheticDataset(Dataset):
         stream = [self.seed, self.epoch if self.train else 0, index]
         rng = np.random.default_rng([*stream, 1])
         plain = bool(rng.random() < self.easy_fraction)
-        short_side = round(self.input_size * 256 / 224)
+        short_side = test_resize_short_side(self.input_size)
         clip = render_clip(label, np.random.default_rng(stream), short_side=short_side, plain=plain)
         count = len(clip.frames)
         if self.train:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from export.metadata import test_resize_short_side
 from service.video import resize_short_side_center_crop, three_crops
 
 SCALES = (1.0, 0.875, 0.75, 0.66)
@@ -69,7 +70,7 @@ def train_view(
 def test_views(frames: np.ndarray, size: int, crops: int) -> np.ndarray:
     """(crops, T, size, size, 3): the centre crop of the short side resized to 256/224 x size
     (crops=1), or the paper's three crops (crops=3)."""
-    short_side = round(size * 256 / 224)
+    short_side = test_resize_short_side(size)
     if crops == 1:
         return resize_short_side_center_crop(frames, short_side, size)[None]
     if crops == 3:
