@@ -30,6 +30,7 @@ from model.data.datasets import (
 )
 from model.data.synthetic import FLIP_PAIRS, write_something_something_v2
 from model.data.transforms import multi_scale_crop_box, train_view
+from model.train import learning_rate_factor
 from model.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,6 +182,30 @@ def test_training_runs_checkpoints_and_resumes(tmp_path: Path) -> None:
     model, info = load_checkpoint(out / "last.pt")
     assert info.labels[0] == "Pushing something from left to right" and info.input_size == SIZE
     assert model.config.width == 0.125
+
+
+def test_learning_rate_schedules() -> None:
+    # The paper's steps: x0.1 at each step epoch reached.
+    assert [learning_rate_factor(e, [20, 40], 0.0) for e in (0, 19.9, 20, 40, 49)] == pytest.approx(
+        [1.0, 1.0, 0.1, 0.01, 0.01]
+    )
+    # Half-cosine over 10 epochs: 1 at the start, (1 + cos(pi/4)) / 2 at a quarter, 1/2 halfway, 0 at the end.
+    cosine = [learning_rate_factor(e, [], 0.0, "cosine", 10) for e in (0, 2.5, 5, 10)]
+    assert cosine == pytest.approx([1.0, 0.8535534, 0.5, 0.0], abs=1e-6)
+    # Linear warm-up over the first epoch scales either schedule.
+    assert learning_rate_factor(0.5, [], 1.0, "cosine", 10) == pytest.approx(0.5 * 0.9938442, rel=5e-3)
+
+
+def test_adamw_cosine_run_resumes_with_its_optimizer_state(tmp_path: Path) -> None:
+    out = tmp_path / "adamw"
+    options = ("--optimizer", "adamw", "--schedule", "cosine", "--lr", "0.002", "--weight-decay", "0.05")
+    assert train_main(_train_args(out, "--epochs", "1", *options)) == 0
+    state = read_checkpoint(out / "last.pt")
+    assert all("exp_avg" in entry for entry in state["optimizer"]["state"].values())  # AdamW moments
+    assert train_main(_train_args(out, "--epochs", "2", *options, "--resume", str(out / "last.pt"))) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert rows[1]["lr"] == pytest.approx(0.002 * 0.5)  # cosine at epoch 1 of 2
 
 
 def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
