@@ -15,8 +15,10 @@ import io
 import json
 import sys
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -43,15 +45,15 @@ def encode_mp4(frames: np.ndarray, fps: float) -> bytes:
     return buffer.getvalue()
 
 
-def served_input(video: bytes, meta: GraphMetadata) -> np.ndarray:
+def served_input(video: bytes, frames: int, resize_short_side: int, input_size: int) -> np.ndarray:
     """(1, T, S, S, 3) uint8 exactly as the service builds it for clips=1, crops=1."""
     decoded = probe_and_decode(
         video,
-        lambda n: [sample_segment_indices(n, meta.frames, "test")],
+        lambda n: [sample_segment_indices(n, frames, "test")],
         VideoLimits(),
-        resize_short_side=meta.resize_short_side,
+        resize_short_side=resize_short_side,
     )
-    return resize_short_side_center_crop(decoded.clips[0], meta.resize_short_side, meta.input_size)[None]
+    return resize_short_side_center_crop(decoded.clips[0], resize_short_side, input_size)[None]
 
 
 def plot_confusion(confusion: np.ndarray, labels: list[str], path: Path, title: str) -> None:
@@ -78,6 +80,64 @@ def plot_confusion(confusion: np.ndarray, labels: list[str], path: Path, title: 
     plt.close(figure)
 
 
+Predictor = Callable[[np.ndarray], np.ndarray]  # (1, T, S, S, 3) uint8 -> (K,) probabilities
+
+
+def onnx_predictor(graph: Path) -> tuple[Predictor, GraphMetadata]:
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    meta = GraphMetadata.from_props(session.get_modelmeta().custom_metadata_map)
+    return (lambda frames: session.run([PROBS], {INPUT_NAME: frames})[0][0]), meta
+
+
+def reversed_pair_accuracy(confusion_probs: list[tuple[int, np.ndarray]]) -> float:
+    """Share of clips of the time-reversed pairs (classes 0-9: 0/1, 2/3, ...) whose true class scores
+    above its reversed partner. A model blind to frame order scores exactly 0.5: the two clips of a
+    pair hold the same frames in opposite order."""
+    hits = [probs[label] > probs[label ^ 1] for label, probs in confusion_probs if label < 10]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def evaluate_on_fresh_clips(
+    predict: Predictor,
+    *,
+    frames: int,
+    resize_short_side: int,
+    input_size: int,
+    clips: int,
+    seed: int,
+    render_short_side: int,
+) -> dict[str, Any]:
+    """Top-1/top-5, per-class top-1, the confusion matrix and the reversed-pair accuracy on ``clips``
+    fresh synthetic clips (balanced over the classes), each going through H.264 and the service's
+    decode, sampling, resize and crop."""
+    classes = len(SYNTHETIC_LABELS)
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    top5, scored = 0, []
+    started = time.perf_counter()
+    for index in range(clips):
+        label = index % classes
+        clip = render_clip(label, np.random.default_rng([seed, index]), short_side=render_short_side)
+        video = encode_mp4(clip.frames, clip.fps)
+        probs = predict(served_input(video, frames, resize_short_side, input_size))
+        ranking = np.argsort(-probs)
+        confusion[label, ranking[0]] += 1
+        top5 += int(label in ranking[:5])
+        scored.append((label, probs))
+    per_class = (confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)).tolist()
+    return {
+        "frames": frames,
+        "clips": clips,
+        "seed": seed,
+        "render_short_side": render_short_side,
+        "top1": float(confusion.diagonal().sum() / clips),
+        "top5": top5 / clips,
+        "reversed_pair_accuracy": reversed_pair_accuracy(scored),
+        "per_class_top1": dict(zip(SYNTHETIC_LABELS, per_class, strict=True)),
+        "confusion": confusion.tolist(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("graph", type=Path)
@@ -87,37 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for evaluation.json and confusion.png")
     args = parser.parse_args(argv)
 
-    session = ort.InferenceSession(str(args.graph), providers=["CPUExecutionProvider"])
-    meta = GraphMetadata.from_props(session.get_modelmeta().custom_metadata_map)
+    predict, meta = onnx_predictor(args.graph)
     if list(meta.labels) != list(SYNTHETIC_LABELS):
         print("error: this graph was not trained on the synthetic label set", file=sys.stderr)
         return 2
-    classes = len(meta.labels)
-    confusion = np.zeros((classes, classes), dtype=np.int64)
-    top5 = 0
-    started = time.perf_counter()
-    for index in range(args.clips):
-        label = index % classes
-        clip = render_clip(label, np.random.default_rng([args.seed, index]), short_side=args.short_side)
-        frames = served_input(encode_mp4(clip.frames, clip.fps), meta)
-        probs = session.run([PROBS], {INPUT_NAME: frames})[0][0]
-        ranking = np.argsort(-probs)
-        confusion[label, ranking[0]] += 1
-        top5 += int(label in ranking[:5])
-    per_class = (confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)).tolist()
     result = {
         "graph": str(args.graph),
-        "frames": meta.frames,
-        "clips": args.clips,
-        "seed": args.seed,
-        "render_short_side": args.short_side,
-        "top1": float(confusion.diagonal().sum() / args.clips),
-        "top5": top5 / args.clips,
-        "per_class_top1": dict(zip(meta.labels, per_class, strict=True)),
-        "confusion": confusion.tolist(),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    print(f"{args.graph}: top-1 {result['top1']:.3f}, top-5 {result['top5']:.3f} on {args.clips} fresh clips")
+        **evaluate_on_fresh_clips(
+            predict, frames=meta.frames, resize_short_side=meta.resize_short_side,
+            input_size=meta.input_size, clips=args.clips, seed=args.seed, render_short_side=args.short_side,
+        ),
+    }  # fmt: skip
+    print(
+        f"{args.graph}: top-1 {result['top1']:.3f}, top-5 {result['top5']:.3f}, reversed pairs "
+        f"{result['reversed_pair_accuracy']:.3f} on {args.clips} fresh clips"
+    )
     for label, accuracy in result["per_class_top1"].items():
         print(f"  {accuracy:6.3f}  {label}")
     if args.out:
@@ -125,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         name = f"evaluation-{meta.frames}f"
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         plot_confusion(
-            confusion, list(meta.labels), args.out / f"confusion-{meta.frames}f.png",
+            np.array(result["confusion"]), list(meta.labels), args.out / f"confusion-{meta.frames}f.png",
             f"{meta.model_name} ({meta.frames}f): top-1 {result['top1']:.1%} on {args.clips} fresh clips",
         )  # fmt: skip
     return 0

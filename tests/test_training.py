@@ -17,6 +17,7 @@ import torch
 from clips import encode_clip
 
 from model.checkpoint import load_checkpoint, read_checkpoint
+from model.compare import main as compare_main
 from model.data.datasets import (
     ClipDataset,
     SyntheticDataset,
@@ -30,6 +31,7 @@ from model.data.datasets import (
 )
 from model.data.synthetic import FLIP_PAIRS, write_something_something_v2
 from model.data.transforms import multi_scale_crop_box, train_view
+from model.evaluate import reversed_pair_accuracy
 from model.train import learning_rate_factor
 from model.train import main as train_main
 
@@ -224,3 +226,42 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
     assert len(rows) == 1  # written once, by rank 0
     model, _ = load_checkpoint(out / "last.pt")
     assert not any(key.startswith("module.") for key in model.state_dict())
+
+
+def test_reversed_pair_accuracy_counts_only_the_time_reversed_pairs() -> None:
+    def probs(high: int, low: int) -> np.ndarray:
+        p = np.full(12, 0.01)
+        p[high], p[low] = 0.6, 0.3
+        return p
+
+    scored = [
+        (0, probs(0, 1)),  # beats its partner 1: hit
+        (3, probs(2, 3)),  # loses to its partner 2: miss
+        (8, probs(5, 8)),  # wrong top-1, but still above its partner 9: hit
+        (11, probs(0, 11)),  # Holding has no reversed partner: not counted
+    ]
+    assert reversed_pair_accuracy(scored) == pytest.approx(2 / 3)
+
+
+def test_compare_trains_every_variant_on_one_budget_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "table1"
+    budget = [
+        "--width", "0.125", "--size", str(SIZE), "--frames", "8", "--batch-size", "4", "--train-clips", "8",
+        "--val-clips", "12", "--max-steps", "1", "--epochs", "1", "--workers", "0", "--no-progress",
+    ]  # fmt: skip
+    assert compare_main(["--out", str(out), "--eval-clips", "12", "--only", "TSN", *budget]) == 0
+    tsn = out / "tsn" / "heldout.json"
+    first = tsn.read_text()
+    assert (
+        compare_main(["--out", str(out), "--eval-clips", "12", "--only", "TSN", "SDA-TSM (SEC)", *budget])
+        == 0
+    )
+    assert tsn.read_text() == first  # finished variants are not trained again
+    rows = json.loads((out / "results.json").read_text())
+    assert [row["name"] for row in rows] == ["TSN", "SDA-TSM (SEC)"]
+    assert [row["arch"] for row in rows] == ["tsn_r50", "sda_tsm_r50"]
+    assert all(row["clips"] == 12 and 0 <= row["reversed_pair_accuracy"] <= 1 for row in rows)
+    assert rows[0]["parameters"] < rows[1]["parameters"]  # SDA adds its branches
+    assert all(row["options"][-len(budget) :] == budget for row in rows)  # the same budget for each
+    table = (out / "results.md").read_text()
+    assert "| TSN |" in table and "| SDA-TSM (SEC) |" in table
