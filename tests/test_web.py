@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import re
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,12 +62,20 @@ def browser() -> Iterator[object]:
 def page(browser) -> Iterator[object]:
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     context.set_default_timeout(TIMEOUT_MS)
+    # Anything the Content-Security-Policy blocks (a style, a script, an image) would break the page.
+    context.add_init_script(
+        "window.cspViolations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " e => window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
     yield opened
+    if opened.url.startswith("http"):
+        errors += opened.evaluate("window.cspViolations")
     context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not errors, f"JavaScript errors or content blocked by the CSP on the page: {errors}"
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +186,26 @@ def test_heatmap_values_are_reachable_with_the_keyboard(
     assert focused == "1,1"
 
 
+def test_a_dropped_file_is_classified(page, default_model_server: Server, synthetic_clip: Path) -> None:
+    expected = api_answer(default_model_server, synthetic_clip, frames=8)
+    open_page(page, default_model_server, "sda-tsm-synthetic")
+    dropped = page.evaluate_handle(
+        """([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "video/mp4" }));
+            return transfer;
+        }""",
+        [base64.b64encode(synthetic_clip.read_bytes()).decode(), synthetic_clip.name],
+    )
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": dropped})
+    assert page.evaluate("document.getElementById('file').files[0].name") == synthetic_clip.name
+    with page.expect_response(lambda response: "/classify?" in response.url):
+        page.get_by_role("button", name="Classify").click()
+    page.wait_for_function("() => !document.getElementById('classify-button').disabled")
+    assert page.locator("#top5 .bar-label").first.text_content() == expected["predictions"][0]["label"]
+
+
 def test_page_says_a_png_is_not_a_video(page, default_model_server: Server, tmp_path: Path) -> None:
     png = write_png(tmp_path / "still.png")
     open_page(page, default_model_server, "sda-tsm-synthetic")
@@ -189,11 +219,13 @@ def test_page_says_a_png_is_not_a_video(page, default_model_server: Server, tmp_
 
 @pytest.fixture(scope="module")
 def small_limit_server(tsn_only_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The TSN test graph (no SDA blocks) with a 100 kB upload limit and 40-pixel thumbnails."""
+    """The TSN test graph (no SDA blocks) with a 100 kB upload limit, one request in flight at most,
+    and 40-pixel thumbnails."""
     server = start_server(
         tsn_only_repo,
         tmp_path_factory.mktemp("web-small-limit") / "server.log",
         max_upload_bytes=100_000,
+        max_queue=1,
         thumbnail_height=40,
     )
     yield server
@@ -207,6 +239,27 @@ def test_page_says_a_file_is_too_large(page, small_limit_server: Server, tmp_pat
     classify_in_page(page, big, frames=8)
     text = page.get_by_role("alert").text_content()
     assert text.startswith("Error 413:") and "too large" in text, text
+
+
+def test_page_says_the_service_is_overloaded(page, small_limit_server: Server, tmp_path: Path) -> None:
+    clip = encode_clip(tmp_path / "small.mp4", width=96, height=64, frames=24)
+    open_page(page, small_limit_server, "tiny-tsn")
+    # Hold the only slot: a request whose body is still arriving is in flight (admitted before reading).
+    host, port = small_limit_server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as held:
+        held.sendall(
+            b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\nContent-Length: 50000\r\n\r\n"
+            + b"\0" * 1000
+        )
+        deadline = time.monotonic() + 30
+        with small_limit_server.client() as client:
+            while client.get("/health").json()["in_flight"] < 1:
+                assert time.monotonic() < deadline, "the held request was never admitted"
+                time.sleep(0.05)
+        classify_in_page(page, clip, frames=8)
+    text = page.get_by_role("alert").text_content()
+    assert text.startswith("Error 503:") and "busy" in text and "Try again in 1 s" in text, text
+    assert page.locator("#results").is_hidden()
 
 
 def test_page_handles_a_model_without_dependency_weights(
