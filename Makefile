@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint serve-env dev-env bench clean
+.PHONY: run test lint serve-env dev-env browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,15 @@ dev-env: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[serve,export,train,dev]'
 
+# The web page tests drive Debian's Chromium through Playwright: browsers cannot be downloaded here, so
+# never `playwright install`; the system package is installed once (CI runs as root on Debian 12).
+browser:
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
+
 run: serve-env
 	$(BIN)/python -m service --host $(HOST) --port $(PORT) --models models
 
-test: dev-env
+test: dev-env browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

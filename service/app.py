@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.core.config import Settings
 from service.engine import Engine, StartupError
 from service.metrics import Metrics
-from service.routes import classify, info
+from service.routes import classify, info, web
 
 log = logging.getLogger("sda_serve")
 
@@ -150,6 +150,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(classify.router)
     app.include_router(info.probes)
     app.include_router(info.models)
+    app.include_router(web.router)
+    app.mount(web.STATIC_PREFIX, web.static_files(), name="static")
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -62,6 +62,16 @@ class Timings(BaseModel):
     total: float
 
 
+class Thumbnails(BaseModel):
+    format: str = Field(description="Always 'jpeg'")
+    width: int = Field(description="Pixels; the frame's aspect ratio at `height`")
+    height: int = Field(description="Pixels; the setting thumbnail_height (SDA_THUMBNAIL_HEIGHT)")
+    clips: list[list[str]] = Field(
+        description="Base64 JPEG files of the sampled frames (whole frames, before cropping), per clip"
+    )
+    encode_ms: float = Field(description="Time spent encoding them (not part of timings_ms)")
+
+
 class ClassifyResponse(BaseModel):
     model: ModelRef
     predictions: list[Prediction]
@@ -69,6 +79,7 @@ class ClassifyResponse(BaseModel):
     video: VideoSummary
     sampled: Sampled
     timings_ms: Timings
+    thumbnails: Thumbnails | None = Field(None, description="Only with ?thumbnails=true")
 
 
 class ProvidersInfo(BaseModel):

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits for more requests")
     max_queue: int = Field(16, ge=1, description="Requests in flight at once; more get 503 + Retry-After")
     max_clips: int = Field(4, ge=1, description="Largest accepted ?clips=")
+    thumbnail_height: int = Field(
+        72, ge=8, le=512, description="Height in pixels of the JPEG thumbnails of ?thumbnails=true"
+    )
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per session (0 = ORT)")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     api_key: SecretStr | None = Field(None, description="When set, model routes need 'Authorization: Bearer'")

@@ -14,6 +14,7 @@ from service.engine import Engine, Graph, InvalidOptionError, ModelNotFoundError
 from service.preprocess import dependency_summary, index_chooser, model_input, top_predictions
 from service.routes.auth import require_api_key
 from service.schemas import ClassifyResponse, ErrorBody
+from service.thumbnails import jpeg_thumbnails
 from service.upload import FILE_FIELD, read_upload
 from service.video import VideoError, VideoLimits, probe_and_decode
 
@@ -61,10 +62,13 @@ class _Prepared:
     batch: np.ndarray
     decode_ms: float
     preprocess_ms: float
+    thumbnails: dict[str, object] | None
 
 
-def _decode_and_prepare(upload, graph: Graph, clips: int, crops: int, limits: VideoLimits) -> _Prepared:
-    """Runs in the decode thread pool."""
+def _decode_and_prepare(
+    upload, graph: Graph, clips: int, crops: int, limits: VideoLimits, thumbnail_height: int | None
+) -> _Prepared:
+    """Runs in the decode thread pool. ``thumbnail_height``: None for no thumbnails."""
     started = time.perf_counter()
     decoded = probe_and_decode(
         upload,
@@ -75,6 +79,16 @@ def _decode_and_prepare(upload, graph: Graph, clips: int, crops: int, limits: Vi
     decoded_at = time.perf_counter()
     batch = model_input(decoded.clips, graph.meta, crops)
     done = time.perf_counter()
+    thumbnails = None
+    if thumbnail_height is not None:
+        made = jpeg_thumbnails(decoded.clips, thumbnail_height)
+        thumbnails = {
+            "format": "jpeg",
+            "width": made.width,
+            "height": made.height,
+            "clips": made.clips,
+            "encode_ms": round((time.perf_counter() - done) * 1000.0, 3),
+        }
     return _Prepared(
         decoded.info,
         [list(map(int, idx)) for idx in decoded.indices],
@@ -82,6 +96,7 @@ def _decode_and_prepare(upload, graph: Graph, clips: int, crops: int, limits: Vi
         batch,
         (decoded_at - started) * 1000.0,
         (done - decoded_at) * 1000.0,
+        thumbnails,
     )
 
 
@@ -101,6 +116,7 @@ def _video_summary(info) -> dict[str, object]:
 @router.post(
     "/classify",
     response_model=ClassifyResponse,
+    response_model_exclude_unset=True,  # `thumbnails` appears only when asked for
     responses=_ERRORS,
     openapi_extra=_BODY_DOC,
     summary="Classify the action in a video clip",
@@ -117,6 +133,11 @@ async def classify(
     crops: int = Query(1, description="Spatial crops per clip: 1 (centre) or 3 (left/centre/right)"),
     model: str | None = Query(None, description="Model name (default: the default model)"),
     version: str | None = Query(None, description="Model version (default: the newest)"),
+    thumbnails: bool = Query(
+        False,
+        description="Also return small JPEG thumbnails (base64) of the sampled frames, "
+        "thumbnail_height pixels high, one per frame per clip",
+    ),
 ) -> dict[str, object]:
     started = time.perf_counter()
     engine: Engine = request.app.state.engine
@@ -162,7 +183,14 @@ async def classify(
         try:
             loop = asyncio.get_running_loop()
             prepared = await loop.run_in_executor(
-                request.app.state.decode_pool, _decode_and_prepare, upload, graph, clips, crops, limits
+                request.app.state.decode_pool,
+                _decode_and_prepare,
+                upload,
+                graph,
+                clips,
+                crops,
+                limits,
+                settings.thumbnail_height if thumbnails else None,
             )
         except VideoError as error:
             metrics.decode_failures.labels(type(error).__name__).inc()
@@ -182,7 +210,7 @@ async def classify(
     }
     for stage, ms in timings.items():
         metrics.stage_latency.labels(stage).observe(ms / 1000.0)
-    return {
+    response: dict[str, object] = {
         "model": {
             "name": graph.name,
             "version": graph.version,
@@ -195,3 +223,6 @@ async def classify(
         "sampled": {"indices": prepared.indices, "timestamps_s": prepared.timestamps_s},
         "timings_ms": {k: round(v, 3) for k, v in timings.items()},
     }
+    if prepared.thumbnails is not None:
+        response["thumbnails"] = prepared.thumbnails
+    return response
