@@ -8,7 +8,9 @@ passed through: ``--width``, ``--size``, ``--epochs``, ``--train-clips``, ``--op
 the only difference is the architecture. Each is then scored on ``--eval-clips`` fresh clips that
 go through H.264 and the service's decode path (``model.evaluate``), reporting top-1 and the
 reversed-pair accuracy: how often the true class of a clip of classes 0-9 beats its time-reversed
-partner. A model blind to frame order (TSN) sits at 0.5 there. Finished variants are skipped on a
+partner. A model blind to frame order (TSN) sits at 0.5 there. With ``--synthetic-plain`` the
+models train and are scored on the plain renders (no nuisances): the temporal-order question alone,
+for budgets too small to learn through the clutter. Finished variants are skipped on a
 re-run, so an interrupted comparison resumes. Writes ``results.json`` and ``results.md``.
 """
 
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             clips=args.eval_clips,
             seed=args.eval_seed,
             render_short_side=160,
+            plain="--synthetic-plain" in train_options,
         )
         row = {
             "name": name,

@@ -106,17 +106,19 @@ def evaluate_on_fresh_clips(
     clips: int,
     seed: int,
     render_short_side: int,
+    plain: bool = False,
 ) -> dict[str, Any]:
     """Top-1/top-5, per-class top-1, the confusion matrix and the reversed-pair accuracy on ``clips``
     fresh synthetic clips (balanced over the classes), each going through H.264 and the service's
-    decode, sampling, resize and crop."""
+    decode, sampling, resize and crop. ``plain``: the plain renders (no nuisances) instead."""
     classes = len(SYNTHETIC_LABELS)
     confusion = np.zeros((classes, classes), dtype=np.int64)
     top5, scored = 0, []
     started = time.perf_counter()
     for index in range(clips):
         label = index % classes
-        clip = render_clip(label, np.random.default_rng([seed, index]), short_side=render_short_side)
+        rng = np.random.default_rng([seed, index])
+        clip = render_clip(label, rng, short_side=render_short_side, plain=plain)
         video = encode_mp4(clip.frames, clip.fps)
         probs = predict(served_input(video, frames, resize_short_side, input_size))
         ranking = np.argsort(-probs)
@@ -129,6 +131,7 @@ def evaluate_on_fresh_clips(
         "clips": clips,
         "seed": seed,
         "render_short_side": render_short_side,
+        "plain": plain,
         "top1": float(confusion.diagonal().sum() / clips),
         "top5": top5 / clips,
         "reversed_pair_accuracy": reversed_pair_accuracy(scored),

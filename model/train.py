@@ -72,6 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="synthetic curriculum: plain renders fade out over N epochs",
     )
+    data.add_argument(
+        "--synthetic-plain",
+        action="store_true",
+        help="synthetic: plain renders only (grey background, solid objects, no nuisances), training and "
+        "validation; isolates the temporal-order question for small-budget comparisons",
+    )
     data.add_argument("--workers", type=int, default=2)
     arch = parser.add_argument_group("model")
     arch.add_argument("--arch", choices=sorted(VARIANTS), default="sda_tsm_r50")
@@ -135,10 +141,20 @@ def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str
     evaluation = {"clips": args.eval_clips, "crops": args.eval_crops}
     if args.dataset == "synthetic":
         train = SyntheticDataset(
-            args.train_clips, train=True, seed=args.seed, easy_epochs=args.easy_epochs, **common
+            args.train_clips,
+            train=True,
+            seed=args.seed,
+            easy_epochs=args.easy_epochs,
+            plain=args.synthetic_plain,
+            **common,
         )
         val = SyntheticDataset(
-            args.val_clips, train=False, seed=args.seed + 1_000_003, **common, **evaluation
+            args.val_clips,
+            train=False,
+            seed=args.seed + 1_000_003,
+            plain=args.synthetic_plain,
+            **common,
+            **evaluation,
         )
         return train, val, list(SyntheticDataset.labels), dict(SyntheticDataset.flip_pairs)
     if args.dataset == "ssv2":
@@ -465,7 +481,7 @@ def _describe_data(args: argparse.Namespace) -> str:
     if args.dataset == "synthetic":
         return (
             f"synthetic temporal-reasoning set (model.data.synthetic), {args.train_clips} fresh clips "
-            f"per epoch, seed {args.seed}"
+            f"per epoch, seed {args.seed}{', plain renders only' if args.synthetic_plain else ''}"
         )
     return f"{args.dataset}: {args.root or ''} {args.train_list or ''}".strip()
 

@@ -150,6 +150,14 @@ def test_synthetic_curriculum_fades_out() -> None:
     assert fractions == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
     validation = SyntheticDataset(24, num_frames=8, input_size=SIZE, train=False, seed=0, easy_epochs=4)
     assert validation.easy_fraction == 0.0
+    plain = SyntheticDataset(24, num_frames=8, input_size=SIZE, train=False, seed=0, plain=True)
+    assert plain.easy_fraction == 1.0  # --synthetic-plain: plain renders in validation too
+    views, _ = plain[0]
+    frame = views[0, 0].numpy().astype(int)
+    # A plain render's background is uniform grey (128): the corner pixels of the first frame say so.
+    assert all(abs(int(v) - 128) <= 3 for v in frame[0, 0]) and all(
+        abs(int(v) - 128) <= 3 for v in frame[-1, -1]
+    )
 
 
 def _train_args(out: Path, *extra: str) -> list[str]:

@@ -237,10 +237,12 @@ class SyntheticDataset(Dataset):
         clips: int = 1,
         crops: int = 1,
         easy_epochs: int = 0,
+        plain: bool = False,
     ) -> None:
         self.num_clips, self.num_frames, self.input_size = num_clips, num_frames, input_size
         self.train, self.clips, self.crops, self.seed = train, clips, crops, seed
         self.easy_epochs = easy_epochs
+        self.plain = plain
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -250,7 +252,10 @@ class SyntheticDataset(Dataset):
     def easy_fraction(self) -> float:
         """Share of plain renders (no clutter, distractors, noise): a curriculum that starts at 1 and
         falls linearly to 0 over ``easy_epochs``, so a network trained from scratch first finds the
-        motion, then learns to ignore the nuisances. Validation is always at full difficulty."""
+        motion, then learns to ignore the nuisances. Validation is at full difficulty, unless the
+        whole set is ``plain`` (train and validation)."""
+        if self.plain:
+            return 1.0
         if not self.train or self.easy_epochs <= 0:
             return 0.0
         return max(0.0, 1.0 - self.epoch / self.easy_epochs)
