@@ -205,7 +205,15 @@ def probe_and_decode(
         raise ValueError(f"resize_short_side must be positive, got {resize_short_side}")
     fileobj = _as_input(source, limits)
     try:
-        container = av.open(fileobj, mode="r", metadata_errors="ignore", timeout=limits.timeout_s)
+        # max_pixels reaches FFmpeg's decoders while it probes the streams, so a header claiming a
+        # 16000x16000 picture is refused before a frame buffer of that size is allocated.
+        container = av.open(
+            fileobj,
+            mode="r",
+            metadata_errors="ignore",
+            timeout=limits.timeout_s,
+            options=_decoder_options(limits),
+        )
     except _AV_ERRORS as exc:
         deadline.check("opening the file")  # an open aborted by the timeout is a timeout
         raise NotAVideoError(
@@ -249,6 +257,10 @@ def _as_input(source, limits: VideoLimits):
     raise TypeError(f"unsupported source type {type(source).__name__}")
 
 
+def _decoder_options(limits: VideoLimits) -> dict[str, str]:
+    return {"max_pixels": str(limits.max_pixels)}
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, av.error.FFmpegError) and exc.strerror:
         return str(exc.strerror)
@@ -263,6 +275,8 @@ def _pick_video_stream(container) -> av.video.stream.VideoStream:
         disp = int(stream.disposition)
         if disp & (int(av.stream.Disposition.attached_pic) | int(av.stream.Disposition.still_image)):
             continue
+        if stream.codec_context is None:  # FFmpeg has no decoder for it (unknown or garbled codec id)
+            raise NotAVideoError("the video stream's codec is unknown or not supported")
         return stream
     kinds = sorted({s.type for s in container.streams}) or ["no streams"]
     raise NotAVideoError(f"no video stream in this {fmt} file (found: {', '.join(kinds)})")
@@ -413,10 +427,15 @@ def _decode_needed(stream, pk: _Packets, needed, limits, deadline, resize_short_
     Returns ({index: upright RGB array}, {index: seconds}, rotation, stats)."""
     ctx = stream.codec_context
     ctx.thread_type = "AUTO"
+    # The same cap for the decoder itself: a bitstream whose frames are larger than its container
+    # header says fails to decode instead of allocating them.
+    ctx.options = _decoder_options(limits)
     tb: Fraction | None = stream.time_base
     start_pts = pk.sorted_pts[0] if pk.sorted_pts else (stream.start_time or 0)
     fps = float(stream.average_rate) if stream.average_rate else 0.0
-    target = _target_size(*size, resize_short_side)
+    # One output size for every frame (frames of one clip are stacked), from the header, or from the
+    # first converted frame when the header has no size.
+    target = _target_size(*size, resize_short_side) if min(size) > 0 else None
 
     out: dict[int, np.ndarray] = {}
     times: dict[int, float] = {}
@@ -430,6 +449,7 @@ def _decode_needed(stream, pk: _Packets, needed, limits, deadline, resize_short_
     missing: list[int] = []
 
     def convert(frame) -> np.ndarray:
+        nonlocal target
         if frame.width * frame.height > limits.max_pixels:
             raise VideoLimitError(
                 f"frame size {frame.width}x{frame.height} in pixels",
@@ -437,6 +457,8 @@ def _decode_needed(stream, pk: _Packets, needed, limits, deadline, resize_short_
                 frame.width * frame.height,
                 limits.max_pixels,
             )
+        if target is None:
+            target = _target_size(frame.width, frame.height, resize_short_side)
         kwargs = {}
         if int(frame.color_range or 0):
             kwargs["src_color_range"] = int(frame.color_range)
