@@ -219,6 +219,7 @@ class FuzzReport:
     dropped: list[str] = field(default_factory=list)  # no answer at all
     slow: list[str] = field(default_factory=list)  # answered after the decode timeout + grace
     max_latency_s: float = 0.0
+    slowest: str = ""
     seconds: float = 0.0
     healthy_after: bool = False
 
@@ -234,7 +235,8 @@ class FuzzReport:
         return (
             f"{self.inputs} inputs in {self.seconds:.1f} s; statuses {{{codes}}}; "
             f"5xx {len(self.server_errors)}; dropped {len(self.dropped)}; "
-            f"max latency {self.max_latency_s:.2f} s; healthy afterwards: {self.healthy_after}"
+            f"max latency {self.max_latency_s:.2f} s ({self.slowest}); "
+            f"healthy afterwards: {self.healthy_after}"
         )
 
 
@@ -271,7 +273,8 @@ async def run_fuzz(
                     report.dropped.append(f"{label}: {type(error).__name__}: {error}")
                     return
                 latency = time.perf_counter() - started
-            report.max_latency_s = max(report.max_latency_s, latency)
+            if latency > report.max_latency_s:
+                report.max_latency_s, report.slowest = latency, f"{label} -> {response.status_code}"
             report.statuses[response.status_code] += 1
             if response.status_code >= 500:
                 report.server_errors.append(f"{label}: {response.status_code} {response.text[:200]}")

@@ -19,10 +19,15 @@ from service.schemas import (
     V2ModelMetadata,
 )
 
-probes = APIRouter(tags=["health"])
-models = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
-
 NOT_READY = {503: {"model": ErrorBody, "description": "not ready"}}
+UNKNOWN_MODEL = {404: {"model": ErrorBody, "description": "unknown model or version"}}
+
+probes = APIRouter(tags=["health"])
+models = APIRouter(
+    tags=["models"],
+    dependencies=[Depends(require_api_key)],
+    responses={401: {"model": ErrorBody, "description": "API key missing or wrong"}, **NOT_READY},
+)
 
 
 def _engine(request: Request) -> Engine | None:
@@ -169,19 +174,27 @@ def _v2_metadata(engine: Engine, name: str, version: str | None) -> dict[str, ob
     }
 
 
-@models.get("/v2/models/{name}", response_model=V2ModelMetadata, summary="OIP v2 model metadata")
+@models.get(
+    "/v2/models/{name}",
+    response_model=V2ModelMetadata,
+    responses=UNKNOWN_MODEL,
+    summary="OIP v2 model metadata",
+)
 async def v2_model(name: str, request: Request) -> dict[str, object]:
     return _v2_metadata(_ready_or_503(request), name, None)
 
 
 @models.get(
-    "/v2/models/{name}/versions/{version}", response_model=V2ModelMetadata, summary="OIP v2 model metadata"
+    "/v2/models/{name}/versions/{version}",
+    response_model=V2ModelMetadata,
+    responses=UNKNOWN_MODEL,
+    summary="OIP v2 model metadata",
 )
 async def v2_model_version(name: str, version: str, request: Request) -> dict[str, object]:
     return _v2_metadata(_ready_or_503(request), name, version)
 
 
-@models.get("/v2/models/{name}/ready", summary="OIP v2 model readiness")
+@models.get("/v2/models/{name}/ready", responses=UNKNOWN_MODEL, summary="OIP v2 model readiness")
 async def v2_model_ready(name: str, request: Request) -> dict[str, object]:
     engine = _ready_or_503(request)
     if not engine.versions(name):
