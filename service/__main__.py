@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 import uvicorn
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as error:
         print(f"sda-serve: invalid settings:\n{error}", file=sys.stderr)
         return 2
+    # uvicorn handles SIGTERM gracefully (admitted requests finish, then the lifespan shuts down) and
+    # then re-raises it; this handler turns that re-raise into exit status 0 instead of death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
@@ -47,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":
