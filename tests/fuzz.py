@@ -294,7 +294,8 @@ async def run_fuzz(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__.splitlines()[0])
-    parser.add_argument("--inputs", type=int, default=2000)
+    parser.add_argument("--inputs", type=int, default=2000, help="inputs per round")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds (new mutations each); RSS after each")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the mutations")
     parser.add_argument("--url", help="fuzz a running server instead of starting one")
     parser.add_argument("--models", default=str(ROOT / "models"), help="repository for the started server")
@@ -302,10 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args(argv)
 
+    failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sda-fuzz-") as tmp:
         work = Path(tmp)
         seeds = make_seeds(work / "seeds")
-        inputs = generate(seeds, args.inputs, args.seed)
         server = None
         url = args.url
         if url is None:
@@ -314,28 +315,30 @@ def main(argv: list[str] | None = None) -> int:
             )
             url = server.url
         try:
-            rss_before = _rss_mib(server.process.pid) if server else None
-            report = asyncio.run(
-                run_fuzz(
-                    url,
-                    inputs,
-                    seeds["h264.mp4"],
-                    decode_timeout_s=args.decode_timeout_s,
-                    concurrency=args.concurrency,
+            if server is not None:
+                print(f"server RSS at start {_rss_mib(server.process.pid):.0f} MiB")
+            for round_ in range(args.rounds):
+                inputs = generate(seeds, args.inputs, args.seed + round_)
+                report = asyncio.run(
+                    run_fuzz(
+                        url,
+                        inputs,
+                        seeds["h264.mp4"],
+                        decode_timeout_s=args.decode_timeout_s,
+                        concurrency=args.concurrency,
+                    )
                 )
-            )
-            rss_after = _rss_mib(server.process.pid) if server else None
+                rss = f"; server RSS {_rss_mib(server.process.pid):.0f} MiB" if server else ""
+                print(f"round {round_ + 1}: {report.summary()}{rss}", flush=True)
+                failures += report.failures
         finally:
             if server is not None:
                 server.stop()
-    print(report.summary())
-    if rss_before is not None:
-        print(f"server RSS {rss_before:.0f} MiB before, {rss_after:.0f} MiB after")
     by_mutation = Counter(item.mutation for item in inputs)
-    print("inputs per mutation:", dict(sorted(by_mutation.items())))
-    for problem in report.failures[:20]:
+    print("inputs per mutation (last round):", dict(sorted(by_mutation.items())))
+    for problem in failures[:20]:
         print("FAIL", problem)
-    return 1 if report.failures else 0
+    return 1 if failures else 0
 
 
 def _rss_mib(pid: int) -> float:

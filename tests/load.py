@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             if server is not None:
                 server.stop()
     print(report.summary())
+    for error in report.errors[:5]:
+        print("transport error:", error)
     if before is not None:
         print(f"server RSS {before:.0f} MiB before, {after:.0f} MiB after; health afterwards: {healthy}")
     bad = report.errors or report.missing_retry_after or set(report.statuses) - {200, 503}
