@@ -196,6 +196,7 @@ class FuzzInput:
     data: bytes
     content_type: str
     multipart: bool
+    thumbnails: bool  # ?thumbnails=true: JPEG thumbnails of the sampled frames come back too
 
 
 def generate(seeds: dict[str, bytes], count: int, rng_seed: int = 0) -> list[FuzzInput]:
@@ -206,7 +207,9 @@ def generate(seeds: dict[str, bytes], count: int, rng_seed: int = 0) -> list[Fuz
         seed = names[i % len(names)]
         mutation = list(MUTATIONS)[(i // len(names)) % len(MUTATIONS)]
         data = MUTATIONS[mutation](rng, seeds[seed], seeds)
-        inputs.append(FuzzInput(seed, mutation, data, rng.choice(CONTENT_TYPES), rng.random() < 0.5))
+        inputs.append(
+            FuzzInput(seed, mutation, data, rng.choice(CONTENT_TYPES), rng.random() < 0.5, rng.random() < 0.5)
+        )
     return inputs
 
 
@@ -241,10 +244,12 @@ class FuzzReport:
 
 
 async def _send(client: httpx.AsyncClient, item: FuzzInput) -> httpx.Response:
+    params = {"thumbnails": "true"} if item.thumbnails else {}
     if item.multipart:
         files = {"file": (f"upload.{item.seed.rsplit('.', 1)[-1]}", item.data, item.content_type)}
-        return await client.post("/classify", files=files)
-    return await client.post("/classify", content=item.data, headers={"content-type": item.content_type})
+        return await client.post("/classify", params=params, files=files)
+    headers = {"content-type": item.content_type}
+    return await client.post("/classify", params=params, content=item.data, headers=headers)
 
 
 async def run_fuzz(
