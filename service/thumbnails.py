@@ -31,10 +31,18 @@ class Thumbnails:
     clips: list[list[str]]  # base64 JPEG files, one list per clip, one entry per sampled frame
 
 
+# FFmpeg's mjpeg encoder refuses wider pictures (JPEG stores sizes in 16 bits); a 65535x48 "video"
+# is legal under max_pixels and would otherwise fail the request with a 500 (found by tests/fuzz.py).
+_MAX_JPEG_SIDE = 65500
+
+
 def thumbnail_size(frame_width: int, frame_height: int, height: int) -> tuple[int, int]:
     """(width, height) of the thumbnail of a ``frame_width`` x ``frame_height`` frame: ``height`` rows,
-    width in proportion (at least 1)."""
-    return max(1, round(height * frame_width / frame_height)), height
+    width in proportion (at least 1); for a frame too wide for JPEG, the widest JPEG in proportion."""
+    width = max(1, round(height * frame_width / frame_height))
+    if width > _MAX_JPEG_SIDE:
+        return _MAX_JPEG_SIDE, max(1, round(_MAX_JPEG_SIDE * frame_height / frame_width))
+    return width, height
 
 
 def jpeg_thumbnails(clips: Sequence[np.ndarray], height: int) -> Thumbnails:

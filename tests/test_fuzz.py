@@ -65,3 +65,19 @@ def test_mutated_videos_never_get_a_5xx(fuzz_server: Server, seeds):
     assert fuzz_server.process.poll() is None
     # both sides of the contract were exercised: some mutants still decode, most are refused
     assert report.statuses[200] > 0 and report.statuses[415] + report.statuses[422] > CI_INPUTS // 4
+
+
+def test_a_65535_pixel_wide_video_gets_its_thumbnails(fuzz_server: Server, seeds):
+    """Found by the fuzzer: 65535x48 is legal under max_pixels but too wide for a JPEG (was a 500)."""
+    wide = fuzz._patch_after(seeds["gif.gif"], b"GIF89a", 6, "<H", 65535)
+    with fuzz_server.client() as client:
+        response = client.post(
+            "/classify",
+            params={"thumbnails": "true"},
+            content=wide,
+            headers={"content-type": "application/octet-stream"},
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["video"]["width"] == 65535
+    assert 1 <= body["thumbnails"]["width"] <= 65500 and body["thumbnails"]["height"] >= 1
