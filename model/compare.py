@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,7 @@ def torch_predictor(checkpoint: Path):
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | top-1 | reversed pairs (chance 0.5) | top-5 | parameters | training wall time |",
+        "| model | top-1 | reversed pairs (chance 0.5) | top-5 | parameters | training time |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -92,9 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(json.loads(result_path.read_text()))
             continue
         print(f"== {name}: training {arch} {' '.join(extra)}", flush=True)
-        started = time.perf_counter()
-        train_main(["--dataset", "synthetic", "--arch", arch, *extra, *train_options, "--out", str(run)])
-        train_seconds = time.perf_counter() - started
+        # A variant trained before an interruption resumes from its last epoch (or, when its training
+        # had finished, goes straight to scoring).
+        resume = ["--resume", str(run / "last.pt")] if (run / "last.pt").exists() else []
+        train_main(
+            ["--dataset", "synthetic", "--arch", arch, *extra, *train_options, "--out", str(run), *resume]
+        )
+        epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+        train_seconds = sum(row["seconds"] for row in epochs)  # training epochs only, without validation
         model, _ = load_checkpoint(run / "last.pt")
         scores = evaluate_on_fresh_clips(
             torch_predictor(run / "last.pt"),

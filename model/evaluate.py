@@ -50,7 +50,9 @@ def served_input(video: bytes, frames: int, resize_short_side: int, input_size: 
     decoded = probe_and_decode(
         video,
         lambda n: [sample_segment_indices(n, frames, "test")],
-        VideoLimits(),
+        # Offline scoring has no caller waiting: a wall-clock limit would only turn a busy (or paused)
+        # machine into failed evaluations.
+        VideoLimits(timeout_s=24 * 3600.0),
         resize_short_side=resize_short_side,
     )
     return resize_short_side_center_crop(decoded.clips[0], resize_short_side, input_size)[None]

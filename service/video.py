@@ -258,7 +258,10 @@ def _as_input(source, limits: VideoLimits):
 
 
 def _decoder_options(limits: VideoLimits) -> dict[str, str]:
-    return {"max_pixels": str(limits.max_pixels)}
+    """FFmpeg's own pixel cap, a backstop against absurd headers (16000x16000) allocating before our
+    exact ``max_pixels`` check runs. FFmpeg counts *aligned* buffers (480x320 H.264 needs 512x320, a
+    100-pixel-wide frame 128), so it gets headroom; otherwise a video exactly at the limit fails."""
+    return {"max_pixels": str(max(4 * limits.max_pixels, 1 << 22))}
 
 
 def _reason(exc: BaseException) -> str:

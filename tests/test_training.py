@@ -259,6 +259,10 @@ def test_compare_trains_every_variant_on_one_budget_and_resumes(tmp_path: Path) 
     ]  # fmt: skip
     assert compare_main(["--out", str(out), "--eval-clips", "12", "--only", "TSN", *budget]) == 0
     tsn = out / "tsn" / "heldout.json"
+    epochs = (out / "tsn" / "metrics.jsonl").read_text()
+    tsn.unlink()  # interrupted after training, before scoring: a re-run scores without training again
+    assert compare_main(["--out", str(out), "--eval-clips", "12", "--only", "TSN", *budget]) == 0
+    assert (out / "tsn" / "metrics.jsonl").read_text() == epochs
     first = tsn.read_text()
     assert (
         compare_main(["--out", str(out), "--eval-clips", "12", "--only", "TSN", "SDA-TSM (SEC)", *budget])

@@ -294,6 +294,17 @@ def test_limits_at_the_boundary_pass(small_clip):
     assert probe_and_decode(small_clip, two_test_clips, limits).info.frames == 24
 
 
+@pytest.mark.parametrize("width,height", [(480, 320), (100, 60)])
+def test_a_video_exactly_at_max_pixels_decodes(clipdir, width, height):
+    # FFmpeg pads widths to its alignment when it applies its own pixel cap; the limit must still be
+    # exactly width x height, as documented.
+    path = encode_clip(clipdir / f"at-limit-{width}.mp4", width=width, height=height, frames=4)
+    limits = VideoLimits(max_pixels=width * height)
+    assert probe_and_decode(path, two_test_clips, limits).info.width == width
+    with pytest.raises(VideoLimitError, match="max_pixels"):
+        probe_and_decode(path, two_test_clips, VideoLimits(max_pixels=width * height - 1))
+
+
 def test_max_bytes(small_clip):
     data = small_clip.read_bytes()
     with pytest.raises(VideoLimitError, match="max_bytes") as e:
