@@ -158,10 +158,18 @@ def markdown(results: dict) -> str:
             )
     trial = results["engine"]["ort_settings_trial"]
     lines += ["", f"**ORT settings** ({trial['model']}, {trial['frames']}f, batch 1, ms/clip)", ""]
-    lines += ["| optimisation level | threads | ms/clip |", "|---|---|---|"]
-    lines += [f"| {r['level']} | {r['threads']} | {_mmm(r['ms_per_clip'])} |" for r in trial["results"]]
-    profile = results["engine"]["ort_profile_op_share_percent"]
-    lines += ["", "ORT profile (share of kernel time): " + ", ".join(f"{k} {v}%" for k, v in profile.items())]
+    lines += ["| optimisation level | threads | spinning | ms/clip |", "|---|---|---|---|"]
+    lines += [
+        f"| {r['level']} | {r['threads']} | {r['spinning']} | {_mmm(r['ms_per_clip'])} |"
+        for r in trial["results"]
+    ]
+    for key, what in (
+        ("ort_profile_op_share_percent", "fp32"),
+        ("ort_profile_int8_op_share_percent", "int8"),
+    ):
+        if key in results["engine"]:
+            shares = ", ".join(f"{k} {v}%" for k, v in results["engine"][key].items())
+            lines += ["", f"ORT profile, {what} graph (share of kernel time per operator): {shares}"]
     lines += ["", "**Decode + sample** (8 frames, ms)", ""]
     lines += [
         "| clip | frames (keyframes) | ours | decode all to RGB | speed-up | lower bound |",

@@ -48,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         default=INT8_MAX_TOP1_DROP,
         help="most top-1 points the int8 graph may lose (agreement with fp32 for non-synthetic labels)",
     )
+    parser.add_argument(
+        "--int8-clips",
+        type=int,
+        nargs=2,
+        default=(24, 96),
+        metavar=("CALIBRATION", "EVALUATION"),
+        help="synthetic clips to calibrate the int8 graph on and to check it on",
+    )
     parser.add_argument("--model-name", help="model id in the repository: writes OUT/ID/VERSION/")
     parser.add_argument("--version", default="1", help="model version folder (with --model-name)")
     parser.add_argument("--training-data", default=None, help="what the model was trained on (metadata)")
@@ -94,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             fp16=args.fp16,
             int8=args.int8,
             int8_max_top1_drop=args.int8_max_drop,
+            int8_clips=tuple(args.int8_clips),
             log=lambda line: print(line, flush=True),
         )
     except (ExportVerificationError, Int8VerificationError, ValueError) as error:

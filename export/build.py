@@ -75,6 +75,7 @@ def export_model(
     fp16: bool = False,
     int8: bool = False,
     int8_max_top1_drop: float = INT8_MAX_TOP1_DROP,
+    int8_clips: tuple[int, int] = (24, 96),
     log: Callable[[str], None] = print,
 ) -> list[Path]:
     """Write ``out_dir/model-{T}f.onnx`` for each T and ``out_dir/model.json``; verified or nothing.
@@ -116,7 +117,12 @@ def export_model(
             if int8:
                 fp32_path = staging / f"model-{count}f.onnx"
                 int8_path = fp32_path.with_name(f"model-{count}f-int8.onnx")
-                reports.append(export_int8(fp32_path, int8_path, max_top1_drop=int8_max_top1_drop, log=log))
+                calibration, evaluation = int8_clips
+                report = export_int8(
+                    fp32_path, int8_path, calibration_clips=calibration, eval_clips=evaluation,
+                    max_top1_drop=int8_max_top1_drop, log=log,
+                )  # fmt: skip
+                reports.append(report)
         assert metadata is not None
         card = {
             "name": model_name,
