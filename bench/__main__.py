@@ -107,7 +107,8 @@ def prepare(plan: Plan, cache: Path) -> tuple[list[graphs.ModelSpec], dict[str, 
     default = specs[-1]
     for frames in plan.default_frames:
         digest = graphs.file_digest(default.graphs[frames])
-        folder = cache / f"default-int8-{digest}-{plan.int8_calibration}-{plan.int8_eval}"
+        recipe = graphs.quantize_digest()
+        folder = cache / f"default-int8-{digest}-{recipe}-{plan.int8_calibration}-{plan.int8_eval}"
         target = folder / f"model-{frames}f-int8.onnx"
         record = folder / "report.json"
         if not record.is_file():

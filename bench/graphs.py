@@ -80,7 +80,7 @@ def r50_random(frames: tuple[int, ...], cache: Path, log) -> ModelSpec:
         config=r50_config(),
         size=R50_SIZE,
         graphs={t: folder / f"model-{t}f.onnx" for t in frames},
-        int8_graphs={t: folder / f"model-{t}f-int8.onnx" for t in frames},
+        int8_graphs={t: folder / f"model-{t}f-int8-{quantize_digest()}.onnx" for t in frames},
         same_weights=True,
     )
 
@@ -103,6 +103,11 @@ def default_model(frames: tuple[int, ...], folder: Path = DEFAULT_MODEL_DIR) -> 
         int8_graphs={},
         same_weights=False,
     )
+
+
+def quantize_digest() -> str:
+    """Cached int8 graphs are redone when the quantisation recipe changes."""
+    return hashlib.sha256((ROOT / "export" / "quantize.py").read_bytes()).hexdigest()[:8]
 
 
 def file_digest(path: Path) -> str:

@@ -8,9 +8,10 @@ graph on the same clips (at least ``100 - max_top1_drop`` % of them).
 
 Calibration: ``calibration_clips`` synthetic clips, rendered at the graph's resize rule and centre-cropped
 like the service does (no codec round trip: calibration needs the value ranges, not the artefacts).
-Only Conv / MatMul / Gemm are quantised (weights per channel, int8 symmetric; activations uint8):
-they hold ~all the FLOPs, and leaving the temporal shift, QSA softmax and head in fp32 keeps the
-dependency weights accurate. Activation ranges: min/max over the calibration clips.
+Only Conv / Gemm are quantised (weights per channel, int8 symmetric; activations uint8): they hold
+~all the FLOPs. The temporal shift, the QSA attention (its MatMuls and softmax) stay fp32: quantising
+those MatMuls too cost the default model 2.1 points of top-1 at 16 frames (58.3 -> 56.2 % on 96
+clips; 0.0 without). Activation ranges: min/max over the calibration clips.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from export.metadata import INPUT_NAME, PROBS, GraphMetadata
 INT8_MAX_TOP1_DROP = 1.0  # points of top-1
 CALIBRATION_SEED = 20261125  # neither the trainer (0.., 1000003) nor model.evaluate (20261124) uses it
 EVALUATION_SEED = 20261126
-QUANTISED_OPS = ("Conv", "MatMul", "Gemm")
+QUANTISED_OPS = ("Conv", "Gemm")
 
 
 class Int8VerificationError(RuntimeError):
