@@ -61,17 +61,15 @@ def test_int8_accuracy_check_failing_writes_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_cli_int8_option(tmp_path: Path) -> None:
-    model = build_model("sda_tsm_r50", len(SYNTHETIC_LABELS), 8, width=0.125)
+def test_export_cli_int8_option_writes_the_graph_and_its_accuracy(tmp_path: Path) -> None:
+    # TSN: the fastest family to export; the int8 plumbing does not depend on the architecture.
+    model = build_model("tsn_r50", len(SYNTHETIC_LABELS), 8, width=0.125)
     info = CheckpointInfo(
         config=model.config, labels=list(SYNTHETIC_LABELS), input_size=64, training_data="t"
     )
     save_checkpoint(tmp_path / "last.pt", model, info)
     base = [str(tmp_path / "last.pt"), "--out", str(tmp_path / "models"), "--frames", "8"]
     base += ["--model-name", "m", "--int8", "--int8-clips", "4", "12"]
-    # an impossible accuracy requirement: the export fails and leaves nothing behind
-    assert export_main([*base, "--int8-max-drop", "-100"]) == 1
-    assert not (tmp_path / "models" / "m" / "1").exists()
     assert export_main([*base, "--int8-max-drop", "100"]) == 0
     folder = tmp_path / "models" / "m" / "1"
     assert sorted(p.name for p in folder.iterdir()) == ["model-8f-int8.onnx", "model-8f.onnx", "model.json"]
