@@ -34,8 +34,12 @@ class ModelSpec:
 
 def _sources_digest(extra: str) -> str:
     digest = hashlib.sha256(extra.encode())
-    # The files an fp32 graph depends on (not the int8 or CLI code, which do not change it).
-    sources = [*ROOT.glob("model/*.py"), *(ROOT / "export" / name for name in ("graph.py", "metadata.py"))]
+    # The files an fp32 graph depends on (the network and the export), not training or CLI code.
+    model_files = ("network.py", "resnet.py", "sda.py", "preprocess.py")
+    sources = [
+        *(ROOT / "model" / n for n in model_files),
+        *(ROOT / "export" / n for n in ("graph.py", "metadata.py")),
+    ]
     for path in sorted(sources):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:12]
