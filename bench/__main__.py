@@ -46,7 +46,7 @@ class Plan:
 FULL = Plan(
     smoke=False,
     sgemm_size=3072,
-    budget_s=3.0,
+    budget_s=2.0,
     min_repeats=3,
     r50_frames=(8, 16),
     r50_batches={8: (1, 4, 16), 16: (1, 4)},
