@@ -149,9 +149,11 @@ def markdown(results: dict) -> str:
     for model in results["engine"]["models"]:
         for row in model["batches"]:
             int8 = _mmm(row["int8_ms_per_clip"]) if "int8_ms_per_clip" in row else "—"
+            torch = _mmm(row["torch_ms_per_clip"]) if "torch_ms_per_clip" in row else "not run"
+            speedup = f"{row['ort_speedup_vs_torch']:.2f}×" if "ort_speedup_vs_torch" in row else "—"
             lines.append(
                 f"| {model['model']} | {model['frames']} | {row['batch']} | {_mmm(row['ort_ms_per_clip'])} | "
-                f"{_mmm(row['torch_ms_per_clip'])} | {row['ort_speedup_vs_torch']:.2f}× | "
+                f"{torch} | {speedup} | "
                 f"{_mmm(row['ort_gflops'])} | "
                 f"{row['ort_fraction_of_peak']:.0%} | {row['ort_fraction_of_sgemm']:.0%} | {int8} | "
                 f"{row.get('int8_speedup_vs_fp32', 0):.2f}× |".replace("| 0.00× |", "| — |")
