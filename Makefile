@@ -18,7 +18,7 @@ serve-env: $(BIN)/python
 # torch first and pinned: this wheel lies on the local disk; letting pip resolve torch downloads GBs.
 dev-env: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[serve,export,train,dev]'
+	$(BIN)/pip install -q -e '.[serve,export,train,bench,dev]'
 
 # The web page tests drive Debian's Chromium through Playwright: browsers cannot be downloaded here, so
 # never `playwright install`; the system package is installed once (CI runs as root on Debian 12).
@@ -35,6 +35,10 @@ test: dev-env browser
 lint: dev-env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Every figure of README "Performance": a table on stdout, bench-results/bench.json and latency.png.
+bench: dev-env
+	$(BIN)/python -m bench --out bench-results
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,4 +1,4 @@
-"""python -m export CHECKPOINT --out DIR [--frames 8 16] [--official] [--fp16] ...
+"""python -m export CHECKPOINT --out DIR [--frames 8 16] [--official] [--fp16] [--int8] ...
 
 Writes DIR/<model-name>/<version>/model-{T}f.onnx and model.json when --model-name is given
 (a Triton-like model repository the service serves whole), else DIR/model-{T}f.onnx.
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from export.graph import ExportVerificationError
+from export.quantize import INT8_MAX_TOP1_DROP, Int8VerificationError
 from model.checkpoint import file_sha256, load_checkpoint
 from model.data.datasets import read_label_map
 from model.network import VARIANTS
@@ -36,6 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--official", action="store_true", help="CHECKPOINT is an authors' released .pth.tar")
     parser.add_argument("--fp16", action="store_true", help="also write an fp16 graph (fp32 inputs/outputs)")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write a static int8 (QDQ) graph, calibrated and checked on synthetic clips",
+    )
+    parser.add_argument(
+        "--int8-max-drop",
+        type=float,
+        default=INT8_MAX_TOP1_DROP,
+        help="most top-1 points the int8 graph may lose (agreement with fp32 for non-synthetic labels)",
+    )
+    parser.add_argument(
+        "--int8-clips",
+        type=int,
+        nargs=2,
+        default=(24, 96),
+        metavar=("CALIBRATION", "EVALUATION"),
+        help="synthetic clips to calibrate the int8 graph on and to check it on",
+    )
     parser.add_argument("--model-name", help="model id in the repository: writes OUT/ID/VERSION/")
     parser.add_argument("--version", default="1", help="model version folder (with --model-name)")
     parser.add_argument("--training-data", default=None, help="what the model was trained on (metadata)")
@@ -80,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             training_data=training_data,
             source_sha256=sha256,
             fp16=args.fp16,
+            int8=args.int8,
+            int8_max_top1_drop=args.int8_max_drop,
+            int8_clips=tuple(args.int8_clips),
             log=lambda line: print(line, flush=True),
         )
-    except (ExportVerificationError, ValueError) as error:
+    except (ExportVerificationError, Int8VerificationError, ValueError) as error:
         print(f"error: export failed: {error}", file=sys.stderr)
         return 1
     for path in written:

@@ -16,6 +16,7 @@ import torch
 
 from export.graph import GraphReport, export_graph
 from export.metadata import GraphMetadata, test_resize_short_side
+from export.quantize import INT8_MAX_TOP1_DROP, Int8Report, export_int8
 from model.network import VideoClassifier
 
 
@@ -72,12 +73,16 @@ def export_model(
     training_data: str = "",
     source_sha256: str = "",
     fp16: bool = False,
+    int8: bool = False,
+    int8_max_top1_drop: float = INT8_MAX_TOP1_DROP,
+    int8_clips: tuple[int, int] = (24, 96),
     log: Callable[[str], None] = print,
 ) -> list[Path]:
     """Write ``out_dir/model-{T}f.onnx`` for each T and ``out_dir/model.json``; verified or nothing.
 
     Everything is built in a temporary folder beside ``out_dir`` and moved into place only after
-    every graph passed verification, so a failed export leaves no file behind.
+    every graph passed verification, so a failed export leaves no file behind. ``int8`` adds
+    ``model-{T}f-int8.onnx`` (static QDQ, checked by accuracy: ``export.quantize``).
     """
     if labels is None:
         labels = [f"class {index}" for index in range(model.num_classes)]
@@ -90,7 +95,7 @@ def export_model(
     started = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
     try:
-        reports: list[GraphReport] = []
+        reports: list[GraphReport | Int8Report] = []
         metadata = None
         for count in frames:
             metadata = graph_metadata(
@@ -109,6 +114,15 @@ def export_model(
                     f"  [{count}f] {report.path.name}: {report.size_bytes / 1e6:.1f} MB, "
                     f"{sum(report.op_counts.values())} nodes, {report.seconds:.1f}s"
                 )
+            if int8:
+                fp32_path = staging / f"model-{count}f.onnx"
+                int8_path = fp32_path.with_name(f"model-{count}f-int8.onnx")
+                calibration, evaluation = int8_clips
+                report = export_int8(
+                    fp32_path, int8_path, calibration_clips=calibration, eval_clips=evaluation,
+                    max_top1_drop=int8_max_top1_drop, log=log,
+                )  # fmt: skip
+                reports.append(report)
         assert metadata is not None
         card = {
             "name": model_name,
