@@ -57,13 +57,13 @@ def torch_predictor(checkpoint: Path):
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | top-1 | reversed pairs (chance 0.5) | top-5 | parameters | training time |",
-        "|---|---|---|---|---|---|",
+        "| model | top-1 | reversed pairs (chance 0.5) | top-5 | parameters |",
+        "|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['name']} | {row['top1']:.1%} | {row['reversed_pair_accuracy']:.1%} | "
-            f"{row['top5']:.1%} | {row['parameters']:,} | {row['train_seconds'] / 60:.1f} min |"
+            f"{row['top5']:.1%} | {row['parameters']:,} |"
         )
     return "\n".join(lines) + "\n"
 
