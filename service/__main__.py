@@ -11,12 +11,48 @@ import argparse
 import logging
 import signal
 import sys
+import time
+from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.config import STARTUP_FAILURE
 
 from service.app import create_app
 from service.core.config import Settings
+
+log = logging.getLogger("sda_serve")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn with a drain before its graceful shutdown. On the first SIGTERM/SIGINT the engine stops
+    admitting: new /classify and /ready answers are 503 with Retry-After while the socket stays open,
+    so a load balancer sees a clear "go elsewhere" instead of refused connections. Once every admitted
+    request is answered (or ``drain_s`` has passed) uvicorn's own graceful shutdown runs. A second
+    signal skips the rest of the drain."""
+
+    def __init__(self, config: uvicorn.Config, drain_s: float) -> None:
+        super().__init__(config)
+        self.drain_s = drain_s
+        self.drain_deadline: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        engine = getattr(self.config.app.state, "engine", None)
+        if self.drain_deadline is None and self.drain_s > 0 and engine is not None and engine.ready:
+            self._captured_signals.append(sig)  # re-raised after serving, as uvicorn does
+            engine.ready = False
+            self.drain_deadline = time.monotonic() + self.drain_s
+            log.info("draining: %d request(s) in flight, new ones get 503", engine.inflight)
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_deadline is not None and not self.should_exit:
+            engine = self.config.app.state.engine
+            if engine.inflight == 0 or time.monotonic() >= self.drain_deadline:
+                log.info("drained (%d still in flight); shutting down", engine.inflight)
+                self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,19 +73,23 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as error:
         print(f"sda-serve: invalid settings:\n{error}", file=sys.stderr)
         return 2
-    # uvicorn handles SIGTERM gracefully (admitted requests finish, then the lifespan shuts down) and
-    # then re-raises it; this handler turns that re-raise into exit status 0 instead of death by signal.
+    # After the drain and uvicorn's graceful shutdown the captured SIGTERM is re-raised; this handler
+    # turns that re-raise into exit status 0 instead of death by signal.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=args.host,
         port=args.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
     )
+    server = DrainingServer(config, settings.shutdown_drain_s)
+    server.run()
+    if not server.started:  # the lifespan failed (no models, corrupt graph, ...): uvicorn's exit code
+        return STARTUP_FAILURE
     return 0
 
 

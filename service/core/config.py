@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         72, ge=8, le=512, description="Height in pixels of the JPEG thumbnails of ?thumbnails=true"
     )
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per session (0 = ORT)")
+    shutdown_drain_s: float = Field(
+        20.0,
+        ge=0,
+        description="On SIGTERM: answer new requests 503 + Retry-After, keep listening until every "
+        "admitted request is answered or this many seconds pass, then shut down (0: no drain)",
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     api_key: SecretStr | None = Field(None, description="When set, model routes need 'Authorization: Bearer'")
     cors_origins: Annotated[list[str], NoDecode] = Field(
