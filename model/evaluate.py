@@ -93,8 +93,8 @@ def onnx_predictor(graph: Path) -> tuple[Predictor, GraphMetadata]:
 
 def reversed_pair_accuracy(confusion_probs: list[tuple[int, np.ndarray]]) -> float:
     """Share of clips of the time-reversed pairs (classes 0-9: 0/1, 2/3, ...) whose true class scores
-    above its reversed partner. A model blind to frame order scores exactly 0.5: the two clips of a
-    pair hold the same frames in opposite order."""
+    above its reversed partner. A model blind to frame order scores 0.5 in expectation: a clip of the
+    odd class is an even-class clip played backwards, so both classes' clips show the same frames."""
     hits = [probs[label] > probs[label ^ 1] for label, probs in confusion_probs if label < 10]
     return float(np.mean(hits)) if hits else float("nan")
 
