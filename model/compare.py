@@ -45,9 +45,7 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
 
 
-def torch_predictor(checkpoint: Path):
-    model, _ = load_checkpoint(checkpoint)
-
+def torch_predictor(model: torch.nn.Module):
     @torch.no_grad()
     def predict(frames: np.ndarray) -> np.ndarray:
         return model(normalize_frames(torch.from_numpy(frames))).softmax(dim=-1)[0].numpy()
@@ -75,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-seed", type=int, default=20261125, help="never used by the trainer")
     parser.add_argument("--only", nargs="*", help="row names to run (default: all)")
     args, train_options = parser.parse_known_args(argv)
+    unknown = set(args.only or ()) - {name for name, _, _ in VARIANTS}
+    if unknown:
+        parser.error(f"--only: no such row {sorted(unknown)}; rows: {[name for name, _, _ in VARIANTS]}")
     if any(option in train_options for option in ("--arch", "--aggregation", "--dataset")):
         parser.error("--arch, --aggregation and --dataset are set per variant")
     size = int(train_options[train_options.index("--size") + 1]) if "--size" in train_options else 224
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         train_seconds = sum(row["seconds"] for row in epochs)  # training epochs only, without validation
         model, _ = load_checkpoint(run / "last.pt")
         scores = evaluate_on_fresh_clips(
-            torch_predictor(run / "last.pt"),
+            torch_predictor(model),
             frames=frames,
             resize_short_side=test_resize_short_side(size),
             input_size=size,
