@@ -120,6 +120,28 @@ def test_deterministic_and_seeded():
     assert np.array_equal(again.frames, a[2])
 
 
+@pytest.mark.parametrize("label", [0, 7, 11])  # a forward class, a reversed one, the static one
+def test_rendering_a_selection_gives_the_same_pixels(label):
+    # Training draws only its sampled frames; they must be the frames of the whole clip, including the
+    # repeats that clips shorter than T need and the back-to-front order of reversed classes.
+    for seed in SEEDS:
+        whole = render_clip(label, np.random.default_rng(seed), short_side=48)
+        n = len(whole.frames)
+        assert whole.length == n
+        wanted = [n - 1, 0, 0, n // 2, 3, 3, n - 1]
+        seen_lengths = []
+
+        def select(length: int, seen=seen_lengths, wanted=wanted) -> list[int]:
+            seen.append(length)
+            return wanted
+
+        part = render_clip(label, np.random.default_rng(seed), short_side=48, select=select)
+        assert seen_lengths == [n] and part.length == n and part.fps == whole.fps
+        assert np.array_equal(part.frames, whole.frames[wanted])
+    with pytest.raises(ValueError, match="selected frame indices"):
+        render_clip(label, np.random.default_rng(0), short_side=48, select=lambda length: [length])
+
+
 def test_generate_cycles_labels():
     assert [c.label for c in generate(14, seed=0, short_side=32)] == [*range(12), 0, 1]
     assert [c.label for c in generate(4, seed=0, short_side=32, labels=[3, 10])] == [3, 10, 3, 10]

@@ -269,14 +269,20 @@ class SyntheticDataset(Dataset):
         rng = np.random.default_rng([*stream, 1])
         plain = bool(rng.random() < self.easy_fraction)
         short_side = test_resize_short_side(self.input_size)
-        clip = render_clip(label, np.random.default_rng(stream), short_side=short_side, plain=plain)
-        count = len(clip.frames)
-        if self.train:
-            indices = [sample_segment_indices(count, self.num_frames, "train", rng)]
-        else:
-            indices = [
-                sample_segment_indices(count, self.num_frames, "test", clip_index=k, num_clips=self.clips)
-                for k in range(self.clips)
-            ]
-        clips = [clip.frames[i] for i in indices]
+
+        def sample(count: int) -> np.ndarray:
+            if self.train:
+                return sample_segment_indices(count, self.num_frames, "train", rng)
+            return np.concatenate(
+                [
+                    sample_segment_indices(count, self.num_frames, "test", clip_index=k, num_clips=self.clips)
+                    for k in range(self.clips)
+                ]
+            )
+
+        # only the sampled frames are drawn (same pixels as the whole clip, 2-3x cheaper)
+        clip = render_clip(
+            label, np.random.default_rng(stream), short_side=short_side, plain=plain, select=sample
+        )
+        clips = list(clip.frames.reshape(-1, self.num_frames, *clip.frames.shape[1:]))
         return _views(clips, label, self.input_size, self.train, self.crops, rng, FLIP_PAIRS)

@@ -34,7 +34,7 @@ import colorsys
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -83,9 +83,10 @@ PLAIN_COLOURS = ((230.0, 30.0, 30.0), (30.0, 30.0, 230.0))  # object A, object B
 
 @dataclass(frozen=True)
 class SyntheticClip:
-    frames: np.ndarray  # (F, H, W, 3) uint8 RGB
+    frames: np.ndarray  # (F, H, W, 3) uint8 RGB; only the selected ones when rendered with ``select``
     label: int
     fps: float
+    length: int = 0  # frames in the whole clip (``len(frames)`` unless rendered with ``select``)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -541,7 +542,13 @@ def _draw_actor(canvas: np.ndarray, a: _Actor, f: int, dx: float, dy: float) -> 
     _paste(canvas, a.sprite, cx, cy, r, r * a.aspect, a.angle[f])
 
 
-def _render(label: int, rng: np.random.Generator, short_side: int, plain: bool) -> SyntheticClip:
+def _render(
+    label: int,
+    rng: np.random.Generator,
+    short_side: int,
+    plain: bool,
+    select: Callable[[int], np.ndarray] | None,
+) -> SyntheticClip:
     if not 0 <= label < NUM_CLASSES:
         raise ValueError(f"label must be in [0, {NUM_CLASSES}), got {label}")
     forward = _REVERSED.get(label, label)
@@ -629,12 +636,20 @@ def _render(label: int, rng: np.random.Generator, short_side: int, plain: bool) 
             offs = rng.integers(0, 9, (n, 2))
         blur = rng.random() < 0.3
 
-    # frame by frame, so the float canvas stays in cache; reversed classes are written back to front
-    out = np.empty((n, h, w, 3), np.uint8)
+    # frame by frame, so the float canvas stays in cache; reversed classes are written back to front.
+    # Nothing below draws from ``rng``, so rendering a selection gives the same pixels as the whole clip.
+    reverse = label != forward
+    wanted = np.arange(n) if select is None else np.asarray(select(n), dtype=np.int64).reshape(-1)
+    if wanted.size and (wanted.min() < 0 or wanted.max() >= n):
+        raise ValueError(f"selected frame indices must be in [0, {n}), got {wanted.tolist()}")
+    out = np.empty((len(wanted), h, w, 3), np.uint8)
     canvas = np.empty((h, w, 3), np.float32)
     tmp = np.empty_like(canvas)
-    reverse = label != forward
-    for f in range(n):
+    for slot, index in enumerate(wanted.tolist()):
+        if slot and index == wanted[slot - 1]:  # repeated index (short clips): copy, don't redraw
+            out[slot] = out[slot - 1]
+            continue
+        f = n - 1 - index if reverse else index
         canvas[:] = bg[jy[f] : jy[f] + h, jx[f] : jx[f] + w]
         dx, dy = float(jx[f] - pad), float(jy[f] - pad)
         for a in behind:
@@ -654,13 +669,18 @@ def _render(label: int, rng: np.random.Generator, short_side: int, plain: bool) 
                 np.multiply(tmp[0], 2.0, out=canvas[0])
                 canvas *= np.float32(0.25)
             np.minimum(np.maximum(canvas, 0.0, out=canvas), 255.0, out=canvas)
-        np.copyto(out[n - 1 - f if reverse else f], canvas, casting="unsafe")
-    return SyntheticClip(frames=out, label=label, fps=fps)
+        np.copyto(out[slot], canvas, casting="unsafe")
+    return SyntheticClip(frames=out, label=label, fps=fps, length=n)
 
 
 # --------------------------------------------------------------------------------------------- public API
 def render_clip(
-    label: int, rng: np.random.Generator, *, short_side: int = 128, plain: bool = False
+    label: int,
+    rng: np.random.Generator,
+    *,
+    short_side: int = 128,
+    plain: bool = False,
+    select: Callable[[int], np.ndarray] | None = None,
 ) -> SyntheticClip:
     """Render one clip of class ``label`` from the random stream ``rng``.
 
@@ -668,8 +688,12 @@ def render_clip(
     ``plain=True`` is a debug render for measuring motion: uniform grey background, the main object(s) as
     solid arrows of the fixed colours ``PLAIN_COLOURS`` (object A red, object B blue), and no camera shake,
     clutter, distractors, arm, occluder, brightness drift, noise or blur. Motions are sampled as usual.
+
+    ``select(length) -> indices`` renders only those frames of the ``length``-frame clip, in that order
+    (repeats allowed): the same pixels as ``render_clip(...).frames[indices]``, at a fraction of the cost
+    (drawing is per frame, and training samples 8 of the ~50 frames of a clip).
     """
-    return _render(int(label), rng, int(short_side), plain)
+    return _render(int(label), rng, int(short_side), plain, select)
 
 
 def _clip_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
