@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from model.data.synthetic import (
+    ACTION_SQUARE,
     FLIP_PAIRS,
     PLAIN_COLOURS,
     SYNTHETIC_LABELS,
@@ -68,7 +69,8 @@ def _check(frames: np.ndarray, label: int) -> None:
         return
     m0, m1 = _mask(first, RED), _mask(last, RED)
     (x0, y0), (x1, y1) = _centroid(m0), _centroid(m1)
-    dx, dy = (x1 - x0) / w, (y1 - y0) / h
+    region = ACTION_SQUARE * s  # the main action's square (see test_main_action_stays_in_the_centre_crop)
+    dx, dy = (x1 - x0) / region, (y1 - y0) / region
     growth = m1.sum() / m0.sum()
     if label in (0, 1):
         assert (dx > 0.2 if label == 0 else dx < -0.2) and abs(dy) < 0.5 * abs(dx), (dx, dy)
@@ -191,6 +193,20 @@ def test_class_motion_and_horizontal_flip(label):
         if label < 10:  # ... and neither is the time reversal
             with pytest.raises(AssertionError):
                 _check(frames[::-1], label)
+
+
+@pytest.mark.parametrize("label", range(12))
+def test_main_action_stays_in_the_centre_crop(label):
+    # The service (like the paper) classifies a centre crop of 0.875 x the short side; the main object(s)
+    # must be in it in every frame of every aspect ratio, or no model could see the action.
+    for seed in [*SEEDS, *range(100, 112)]:
+        frames = render_clip(label, np.random.default_rng(seed), short_side=SIDE, plain=True).frames
+        _, h, w, _ = frames.shape
+        half = ACTION_SQUARE * min(h, w) / 2
+        for frame in frames:
+            for colour in (RED, BLUE) if label in (8, 9, 10) else (RED,):
+                x, y = _centroid(_mask(frame, colour))
+                assert abs(x - (w - 1) / 2) <= half and abs(y - (h - 1) / 2) <= half, (x, y, w, h)
 
 
 def test_pass_differs_from_closer_only_in_time():

@@ -16,7 +16,9 @@ gradient, fine noise, low-pass, wallpaper, table/wall split, optionally cluttere
 an optional arm holding the object, distractors (smaller, with bounded random motion), a static foreground
 occluder, speeds and speed profiles (linear, ease-in/out, still frames at either end), durations
 1.5-4 s, frame rates 8-30 fps, aspect ratios (16:9, 3:2, 4:3, 1:1, 3:4), camera shake, brightness and
-colour drift, sensor noise and blur.
+colour drift, sensor noise and blur. The main action happens inside the centred square of side
+``ACTION_SQUARE`` x the short side, the region the paper's centre crop keeps (224 of 256), so that a
+centre-cropped model can see it; the rest of the frame holds the clutter and the distractors.
 
 Coordinates: x to the right, y *down* (image convention). An in-plane angle increasing in these coordinates
 turns a shape *clockwise* as a viewer sees it (the +x axis turns towards +y, i.e. from 3 o'clock to 6).
@@ -76,6 +78,7 @@ NUM_CLASSES = len(SYNTHETIC_LABELS)
 _REVERSED = {1: 0, 3: 2, 5: 4, 7: 6, 9: 8}  # odd member -> the even member it is the time reversal of
 _FPS_CHOICES = (8.0, 10.0, 12.0, 15.0, 20.0, 24.0, 25.0, 30.0)
 _ASPECTS = (16 / 9, 3 / 2, 4 / 3, 1.0, 3 / 4)  # width / height
+ACTION_SQUARE = 0.875  # the main action's region: this share of the short side, centred (224 / 256)
 _SPRITE = 48  # sprite texels per side for objects
 _PLAIN_BG = (128.0, 128.0, 128.0)
 PLAIN_COLOURS = ((230.0, 30.0, 30.0), (30.0, 30.0, 230.0))  # object A, object B in a plain render
@@ -383,9 +386,12 @@ def _fit(
         a.y += oy - lo_y
 
 
-def _main_actors(label: int, n: int, w: int, h: int, rng: np.random.Generator, make_sprite) -> list[_Actor]:
-    """Trajectories of the main object(s) for a *forward* class label (0, 2, 4, 6, 8, 10 or 11)."""
-    s = float(min(w, h))
+def _main_actors(
+    label: int, n: int, w: float, h: float, rng: np.random.Generator, make_sprite, size: float
+) -> list[_Actor]:
+    """Trajectories of the main object(s) for a *forward* class label (0, 2, 4, 6, 8, 10 or 11), inside a
+    ``w`` x ``h`` region; object sizes, speeds of the shake and drift scale with ``size`` (the short side)."""
+    s = float(size)
     p = _progress(n, rng)
     wob_amp = rng.uniform(0.0, 0.012)
     ones = np.ones(n)
@@ -583,7 +589,15 @@ def _render(
             spr = _object_sprite(rng, bg_mean, shapes=shapes, marker=True)
         return spr
 
-    main = _main_actors(forward, n, w, h, rng, make_sprite)
+    # The main action stays inside the centred square that the paper's centre crop keeps, as real datasets
+    # frame the action (and as centre-crop testing presumes): on a 16:9 frame, action anywhere put a third
+    # of the two-object clips partly outside the crop, where no model can see it. Clutter, distractors and
+    # occluders still use the whole frame.
+    inner = ACTION_SQUARE * s
+    main = _main_actors(forward, n, inner, inner, rng, make_sprite, size=s)
+    for a in main:
+        a.x += (w - inner) / 2
+        a.y += (h - inner) / 2
     behind: list[_Actor] = []
     front: list[_Actor] = []
     occluder = None
