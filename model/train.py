@@ -124,6 +124,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, required=True)
     run.add_argument("--resume", type=Path, help="a last.pt to continue from")
+    run.add_argument(
+        "--init",
+        type=Path,
+        help="start from the weights of this sda-serve checkpoint (fine-tuning, e.g. an 8-frame model at "
+        "16 frames or on another dataset): tensors whose name and shape match are loaded, the rest (a "
+        "classifier for other classes) keeps its initialisation; optimizer, schedule and epochs start fresh",
+    )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     run.add_argument("--no-progress", action="store_true")
@@ -295,6 +302,22 @@ def plot_curves(metrics_path: Path, out: Path) -> None:
 # --------------------------------------------------------------------------- training
 
 
+def init_from_checkpoint(model: nn.Module, path: Path) -> tuple[int, list[str]]:
+    """Copy every tensor of checkpoint ``path`` whose name and shape match ``model``'s; return how many
+    were copied and the names of the model's tensors left as built."""
+    source = read_checkpoint(path)["state_dict"]
+    target = model.state_dict()
+    matching = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    found, total = sum(v.numel() for v in matching.values()), sum(v.numel() for v in target.values())
+    if found < total / 2:  # a new classifier loses a few percent of the numbers, not half of them
+        raise SystemExit(
+            f"--init {path}: tensors matching this model hold only {found / total:.0%} of its numbers "
+            "(another architecture or width?)"
+        )
+    model.load_state_dict(matching, strict=False)
+    return len(matching), sorted(set(target) - set(matching))
+
+
 def _setup_distributed() -> tuple[bool, int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
@@ -331,6 +354,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         for stage in model.backbone.stages:
             for block in stage:
                 nn.init.zeros_(block.bn3.weight)
+    if args.init and not args.resume:
+        loaded, skipped = init_from_checkpoint(model, args.init)
+        if is_main:
+            names = ", ".join(skipped[:4]) + (", ..." if len(skipped) > 4 else "")
+            kept = f"{len(skipped)} kept as built ({names})" if skipped else "none kept"
+            print(f"initialised {loaded} tensors from {args.init}; {kept}", flush=True)
     model = model.to(device)
     lr = args.lr if args.lr is not None else default_lr(args.arch, args.frames)
     groups = parameter_groups(model, lr, args.weight_decay, args.sda_lr_mult)

@@ -194,6 +194,25 @@ def test_training_runs_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert model.config.width == 0.125
 
 
+def test_init_starts_a_new_run_from_another_runs_weights(tmp_path: Path) -> None:
+    source = tmp_path / "8f"
+    assert train_main(_train_args(source, "--epochs", "1")) == 0
+    out = tmp_path / "16f"
+    options = _train_args(out, "--epochs", "1", "--lr", "0", "--init", str(source / "last.pt"))
+    options[options.index("--frames") + 1] = "16"  # fine-tune the 8-frame model at 16 frames
+    assert train_main(options) == 0
+    before, after = read_checkpoint(source / "last.pt"), read_checkpoint(out / "last.pt")
+    assert after["epoch"] == 0 and after["config"]["num_frames"] == 16  # a fresh run, not a resume
+    learned = [k for k in before["state_dict"] if "running" not in k and "num_batches" not in k]
+    assert len(learned) > 100
+    # lr 0: every learned tensor is still the source's, so all of them were loaded
+    assert all(torch.equal(after["state_dict"][k], before["state_dict"][k]) for k in learned)
+    wider = _train_args(tmp_path / "wide", "--epochs", "1", "--init", str(source / "last.pt"))
+    wider[wider.index("--width") + 1] = "0.25"
+    with pytest.raises(SystemExit, match="another architecture or width"):
+        train_main(wider)
+
+
 def test_learning_rate_schedules() -> None:
     # The paper's steps: x0.1 at each step epoch reached.
     assert [learning_rate_factor(e, [20, 40], 0.0) for e in (0, 19.9, 20, 40, 49)] == pytest.approx(
