@@ -6,6 +6,9 @@ Each clip is rendered by ``model.data.synthetic`` from a seed the trainer never 
 H.264 MP4 in memory, decoded and sampled by the service's own code (segment centres, resize short
 side, centre crop) and run through ONNX Runtime: the number a user of the service would see.
 Writes ``evaluation.json`` (top-1, top-5, per-class top-1, confusion matrix) and ``confusion.png``.
+``--renderer independent`` scores clips of ``model.data.independent`` instead: the same 12 classes drawn
+by a second renderer that shares no code, shapes or motion laws with the training generator, which
+tells whether a model learned the motions or the look of the generator it was trained on.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from export.metadata import INPUT_NAME, PROBS, GraphMetadata
+from model.data.independent import render_independent_clip
 from model.data.synthetic import SYNTHETIC_LABELS, render_clip
 from service.sampling import sample_segment_indices
 from service.video import VideoLimits, probe_and_decode, resize_short_side_center_crop
@@ -82,6 +86,7 @@ def plot_confusion(confusion: np.ndarray, labels: list[str], path: Path, title: 
     plt.close(figure)
 
 
+RENDERERS = ("synthetic", "independent")
 Predictor = Callable[[np.ndarray], np.ndarray]  # (1, T, S, S, 3) uint8 -> (K,) probabilities
 
 
@@ -109,10 +114,14 @@ def evaluate_on_fresh_clips(
     seed: int,
     render_short_side: int,
     plain: bool = False,
+    renderer: str = "synthetic",
 ) -> dict[str, Any]:
     """Top-1/top-5, per-class top-1, the confusion matrix and the reversed-pair accuracy on ``clips``
     fresh synthetic clips (balanced over the classes), each going through H.264 and the service's
-    decode, sampling, resize and crop. ``plain``: the plain renders (no nuisances) instead."""
+    decode, sampling, resize and crop. ``plain``: the plain renders (no nuisances) instead;
+    ``renderer="independent"``: clips of the independent renderer (``model.data.independent``)."""
+    if renderer not in RENDERERS:
+        raise ValueError(f"renderer must be one of {RENDERERS}, not {renderer!r}")
     classes = len(SYNTHETIC_LABELS)
     confusion = np.zeros((classes, classes), dtype=np.int64)
     top5, scored = 0, []
@@ -120,7 +129,10 @@ def evaluate_on_fresh_clips(
     for index in range(clips):
         label = index % classes
         rng = np.random.default_rng([seed, index])
-        clip = render_clip(label, rng, short_side=render_short_side, plain=plain)
+        if renderer == "independent":
+            clip = render_independent_clip(label, rng, short_side=render_short_side)
+        else:
+            clip = render_clip(label, rng, short_side=render_short_side, plain=plain)
         video = encode_mp4(clip.frames, clip.fps)
         probs = predict(served_input(video, frames, resize_short_side, input_size))
         ranking = np.argsort(-probs)
@@ -134,6 +146,7 @@ def evaluate_on_fresh_clips(
         "seed": seed,
         "render_short_side": render_short_side,
         "plain": plain,
+        "renderer": renderer,
         "top1": float(confusion.diagonal().sum() / clips),
         "top5": top5 / clips,
         "reversed_pair_accuracy": reversed_pair_accuracy(scored),
@@ -149,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=600, help="fresh clips, balanced over the classes")
     parser.add_argument("--seed", type=int, default=20261124, help="the trainer uses seeds 0.. and 1000003")
     parser.add_argument("--short-side", type=int, default=256, help="render size of the fresh clips")
+    parser.add_argument(
+        "--renderer",
+        choices=RENDERERS,
+        default="synthetic",
+        help="synthetic: the training generator's clips (fresh seeds); independent: a second renderer "
+        "that shares no code with it (model.data.independent)",
+    )
     parser.add_argument("--out", type=Path, help="folder for evaluation.json and confusion.png")
     args = parser.parse_args(argv)
 
@@ -161,22 +181,26 @@ def main(argv: list[str] | None = None) -> int:
         **evaluate_on_fresh_clips(
             predict, frames=meta.frames, resize_short_side=meta.resize_short_side,
             input_size=meta.input_size, clips=args.clips, seed=args.seed, render_short_side=args.short_side,
+            renderer=args.renderer,
         ),
     }  # fmt: skip
     print(
         f"{args.graph}: top-1 {result['top1']:.3f}, top-5 {result['top5']:.3f}, reversed pairs "
-        f"{result['reversed_pair_accuracy']:.3f} on {args.clips} fresh clips"
+        f"{result['reversed_pair_accuracy']:.3f} on {args.clips} fresh {args.renderer} clips"
     )
     for label, accuracy in result["per_class_top1"].items():
         print(f"  {accuracy:6.3f}  {label}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        name = f"evaluation-{meta.frames}f"
-        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        suffix = f"{meta.frames}f" + ("-independent" if args.renderer == "independent" else "")
+        (args.out / f"evaluation-{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
         plot_confusion(
-            np.array(result["confusion"]), list(meta.labels), args.out / f"confusion-{meta.frames}f.png",
-            f"{meta.model_name} ({meta.frames}f): top-1 {result['top1']:.1%} on {args.clips} fresh clips",
-        )  # fmt: skip
+            np.array(result["confusion"]),
+            list(meta.labels),
+            args.out / f"confusion-{suffix}.png",
+            f"{meta.model_name} ({meta.frames}f): top-1 {result['top1']:.1%} on {args.clips} fresh "
+            f"{args.renderer} clips",
+        )
     return 0
 
 
