@@ -82,6 +82,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     arch = parser.add_argument_group("model")
     arch.add_argument("--arch", choices=sorted(VARIANTS), default="sda_tsm_r50")
     arch.add_argument("--frames", type=int, default=8)
+    arch.add_argument(
+        "--mixed-frames",
+        type=int,
+        default=0,
+        metavar="T",
+        help="also fit T-frame clips (T a multiple of --frames; e.g. 16 for one set of weights served at 8 "
+        "and 16 frames): training clips are sampled at T segments and a share --mixed-share of the batches "
+        "is trained at T; the others keep every (T / frames)-th frame from a random phase, i.e. one frame "
+        "in each of --frames segments (validation stays at --frames; not in the paper)",
+    )
+    arch.add_argument("--mixed-share", type=float, default=0.5, help="share of --mixed-frames batches")
     arch.add_argument("--size", type=int, default=224, help="input crop size")
     arch.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     arch.add_argument("--branches", nargs="+", default=list(DEFAULT_BRANCHES))
@@ -145,6 +156,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str], dict[int, int] | None]:
     common = {"num_frames": args.frames, "input_size": args.size}
+    train_frames = {"num_frames": max(args.frames, args.mixed_frames), "input_size": args.size}
     evaluation = {"clips": args.eval_clips, "crops": args.eval_crops}
     if args.dataset == "synthetic":
         train = SyntheticDataset(
@@ -153,7 +165,7 @@ def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str
             seed=args.seed,
             easy_epochs=args.easy_epochs,
             plain=args.synthetic_plain,
-            **common,
+            **train_frames,
         )
         val = SyntheticDataset(
             args.val_clips,
@@ -198,7 +210,7 @@ def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str
     elif args.flip_pairs != "auto":
         flips = {int(k): int(v) for k, v in json.loads(args.flip_pairs).items()}
     options = {"flip_pairs": flips, "image_template": args.image_template, "seed": args.seed}
-    train = ClipDataset(train_records, train=True, **common, **options)
+    train = ClipDataset(train_records, train=True, **train_frames, **options)
     val = ClipDataset(val_records, train=False, **common, **evaluation, **options)
     return train, val, labels, flips
 
@@ -333,7 +345,21 @@ def _setup_distributed() -> tuple[bool, int, int, torch.device]:
     return False, 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def frames_for_batch(
+    views: torch.Tensor, frames: int, rng: np.random.Generator, share: float
+) -> torch.Tensor:
+    """``views`` (N, T, ...) sampled at T segments, trained whole with probability ``share``; otherwise
+    every (T / frames)-th frame from a random phase: one frame in each of ``frames`` equal segments."""
+    total = views.shape[1]
+    if total == frames or rng.random() < share:
+        return views
+    stride = total // frames
+    return views[:, int(rng.integers(stride)) :: stride]
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
+    if args.mixed_frames and (args.mixed_frames <= args.frames or args.mixed_frames % args.frames):
+        raise SystemExit(f"--mixed-frames must be a multiple of --frames above it, not {args.mixed_frames}")
     distributed, rank, world, device = _setup_distributed()
     is_main = rank == 0
     if args.threads:
@@ -410,6 +436,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if sampler is not None:
             sampler.set_epoch(epoch)
         generator = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+        frames_rng = np.random.default_rng([args.seed, epoch, rank])
         loader = DataLoader(
             train_set,
             batch_size=per_process,
@@ -436,7 +463,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             )
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor
-            inputs = normalize_frames(views[:, 0].to(device, non_blocking=True))
+            clips = frames_for_batch(views[:, 0], args.frames, frames_rng, args.mixed_share)
+            inputs = normalize_frames(clips.to(device, non_blocking=True))
             targets = targets.to(device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
                 logits = network(inputs)

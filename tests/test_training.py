@@ -32,7 +32,7 @@ from model.data.datasets import (
 from model.data.synthetic import FLIP_PAIRS, write_something_something_v2
 from model.data.transforms import multi_scale_crop_box, train_view
 from model.evaluate import reversed_pair_accuracy
-from model.train import learning_rate_factor
+from model.train import frames_for_batch, learning_rate_factor
 from model.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,6 +211,27 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path: Path) -> None
     wider[wider.index("--width") + 1] = "0.25"
     with pytest.raises(SystemExit, match="another architecture or width"):
         train_main(wider)
+
+
+def test_mixed_frames_keeps_one_frame_per_segment_or_the_whole_clip() -> None:
+    views = torch.arange(16).reshape(1, 16).repeat(3, 1)  # frame k of a 16-segment sample holds k
+    kept = {
+        tuple(frames_for_batch(views, 8, np.random.default_rng(seed), 0.0)[0].tolist()) for seed in range(20)
+    }
+    # one frame in each of the 8 segments [2i, 2i + 2), from either phase
+    assert kept == {tuple(range(0, 16, 2)), tuple(range(1, 16, 2))}
+    assert torch.equal(frames_for_batch(views, 8, np.random.default_rng(0), 1.0), views)
+    shares = [frames_for_batch(views, 8, np.random.default_rng(s), 0.3).shape[1] == 16 for s in range(400)]
+    assert 0.2 < np.mean(shares) < 0.4
+
+
+def test_mixed_frames_training_run(tmp_path: Path) -> None:
+    out = tmp_path / "mixed"
+    assert train_main(_train_args(out, "--epochs", "1", "--mixed-frames", "16", "--mixed-share", "0.5")) == 0
+    state = read_checkpoint(out / "last.pt")
+    assert state["config"]["num_frames"] == 8 and np.isfinite(state["metrics"]["train_loss"])
+    with pytest.raises(SystemExit, match="multiple of --frames"):
+        train_main(_train_args(tmp_path / "bad", "--mixed-frames", "12"))
 
 
 def test_learning_rate_schedules() -> None:
