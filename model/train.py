@@ -78,6 +78,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="synthetic: plain renders only (grey background, solid objects, no nuisances), training and "
         "validation; isolates the temporal-order question for small-budget comparisons",
     )
+    data.add_argument(
+        "--synthetic-oversample",
+        nargs="+",
+        default=[],
+        metavar="CLASS=FACTOR",
+        help="synthetic training: draw these classes FACTOR times as often (e.g. 6=2 7=2 for the turning "
+        "pair); validation stays balanced. The model's prior shifts by log(FACTOR) for those classes",
+    )
     data.add_argument("--workers", type=int, default=2)
     arch = parser.add_argument_group("model")
     arch.add_argument("--arch", choices=sorted(VARIANTS), default="sda_tsm_r50")
@@ -154,6 +162,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- data
 
 
+def parse_oversample(items: list[str]) -> dict[int, float]:
+    """``["6=2", "7=2"]`` -> ``{6: 2.0, 7: 2.0}``."""
+    factors = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            label, factor = int(key), float(value)
+        except ValueError:
+            label, factor = -1, 0.0
+        if not 0 <= label < len(SyntheticDataset.labels) or not factor > 0:
+            raise SystemExit(
+                f"--synthetic-oversample wants CLASS=FACTOR (class 0-11, factor > 0), not {item!r}"
+            )
+        factors[label] = factor
+    return factors
+
+
 def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str], dict[int, int] | None]:
     common = {"num_frames": args.frames, "input_size": args.size}
     train_frames = {"num_frames": max(args.frames, args.mixed_frames), "input_size": args.size}
@@ -165,6 +190,7 @@ def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str
             seed=args.seed,
             easy_epochs=args.easy_epochs,
             plain=args.synthetic_plain,
+            oversample=parse_oversample(args.synthetic_oversample),
             **train_frames,
         )
         val = SyntheticDataset(

@@ -213,6 +213,22 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path: Path) -> None
         train_main(wider)
 
 
+def test_synthetic_oversampling_draws_classes_by_their_factors() -> None:
+    def counts(dataset: SyntheticDataset) -> np.ndarray:
+        return np.bincount([dataset.label_of(i) for i in range(len(dataset))], minlength=12)
+
+    plain = SyntheticDataset(2400, num_frames=8, input_size=SIZE, train=True, seed=0)
+    assert counts(plain).tolist() == [200] * 12  # clip i is class i % 12
+    heavy = SyntheticDataset(2800, num_frames=8, input_size=SIZE, train=True, seed=0, oversample={6: 2, 7: 2})
+    drawn = counts(heavy)  # expected 400 for classes 6 and 7, 200 for the others (binomial sd ~ 19 / 14)
+    assert all(330 < drawn[c] < 470 for c in (6, 7)) and all(150 < drawn[c] < 250 for c in (0, 5, 11))
+    heavy.set_epoch(1)
+    assert counts(heavy).tolist() != drawn.tolist()  # a fresh draw every epoch
+    assert heavy[3][1] == heavy.label_of(3)  # the clip rendered is of the drawn class
+    with pytest.raises(SystemExit, match="CLASS=FACTOR"):
+        train_main(_train_args(Path("unused"), "--synthetic-oversample", "12=2"))
+
+
 def test_mixed_frames_keeps_one_frame_per_segment_or_the_whole_clip() -> None:
     views = torch.arange(16).reshape(1, 16).repeat(3, 1)  # frame k of a 16-segment sample holds k
     kept = {

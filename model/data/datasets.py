@@ -238,8 +238,14 @@ class SyntheticDataset(Dataset):
         crops: int = 1,
         easy_epochs: int = 0,
         plain: bool = False,
+        oversample: Mapping[int, float] | None = None,
     ) -> None:
         self.num_clips, self.num_frames, self.input_size = num_clips, num_frames, input_size
+        # Class c is drawn with weight oversample.get(c, 1); without it, clip i is class i % 12.
+        weights = np.array([(oversample or {}).get(c, 1.0) for c in range(len(SYNTHETIC_LABELS))])
+        if (weights <= 0).any():
+            raise ValueError(f"oversampling factors must be positive: {dict(oversample or {})}")
+        self.label_probabilities = weights / weights.sum() if oversample else None
         self.train, self.clips, self.crops, self.seed = train, clips, crops, seed
         self.easy_epochs = easy_epochs
         self.plain = plain
@@ -263,10 +269,20 @@ class SyntheticDataset(Dataset):
     def __len__(self) -> int:
         return self.num_clips
 
+    def _stream(self, index: int) -> list[int]:
+        return [self.seed, self.epoch if self.train else 0, index]
+
+    def label_of(self, index: int) -> int:
+        """The class of clip ``index`` this epoch: ``index % 12``, or a draw weighted by ``oversample``."""
+        if self.label_probabilities is None:
+            return index % len(SYNTHETIC_LABELS)
+        rng = np.random.default_rng([*self._stream(index), 2])
+        return int(rng.choice(len(SYNTHETIC_LABELS), p=self.label_probabilities))
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        label = index % len(SYNTHETIC_LABELS)
-        stream = [self.seed, self.epoch if self.train else 0, index]
+        stream = self._stream(index)
         rng = np.random.default_rng([*stream, 1])
+        label = self.label_of(index)
         plain = bool(rng.random() < self.easy_fraction)
         short_side = test_resize_short_side(self.input_size)
 
