@@ -84,7 +84,7 @@ def _object(rng: np.random.Generator, size: int, background_mean: tuple[int, ...
             stroke_width=max(1, size // 14),
             stroke_fill=255,
         )
-    elif kind == 1:  # a star with an odd number of points and one long arm
+    elif kind == 1:  # a 5- or 7-pointed star with an off-centre hole
         points = int(rng.choice([5, 7]))
         coords = []
         for k in range(2 * points):
@@ -92,7 +92,7 @@ def _object(rng: np.random.Generator, size: int, background_mean: tuple[int, ...
             angle = math.pi * k / points
             coords.append((size / 2 + radius * math.cos(angle), size / 2 + radius * math.sin(angle)))
         draw.polygon(coords, fill=255)
-        draw.ellipse([size * 0.35, size * 0.35, size * 0.55, size * 0.55], fill=0)  # an off-centre hole
+        draw.ellipse([size * 0.35, size * 0.35, size * 0.55, size * 0.55], fill=0)
     elif kind == 2:  # a ring with a gap
         width = int(size * rng.uniform(0.12, 0.22))
         start = float(rng.uniform(0, 360))
@@ -109,13 +109,11 @@ def _object(rng: np.random.Generator, size: int, background_mean: tuple[int, ...
         draw.rectangle([size * 0.55, size * 0.2, size * 0.8, size * 0.45], fill=0)
     colour = _random_colour(rng, tuple(int(c) for c in background_mean))
     sprite = _fill(rng, size, colour).convert("RGBA")
-    if rng.random() < 0.5:  # a dark rim
-        rim = mask.filter(ImageFilter.MaxFilter(3))
-        dark = Image.new("RGBA", (size, size), (20, 20, 20, 255))
-        dark.putalpha(rim)
-        sprite.putalpha(mask)
-        return Image.alpha_composite(dark, sprite)
     sprite.putalpha(mask)
+    if rng.random() < 0.5:  # a dark rim
+        dark = Image.new("RGBA", (size, size), (20, 20, 20, 255))
+        dark.putalpha(mask.filter(ImageFilter.MaxFilter(3)))
+        return Image.alpha_composite(dark, sprite)
     return sprite
 
 
