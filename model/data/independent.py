@@ -169,7 +169,6 @@ def _tracks(label: int, n: int, short: float, rng: np.random.Generator, make) ->
     t = _smoothstep(n, rng)
     half = _CENTRE * short / 2
     side = short * rng.uniform(0.2, 0.32)
-    still = np.zeros(n)
     wobble = rng.normal(0, short * 0.004, (n, 2)).cumsum(0) * 0.3
     if label in (0, 2):
         travel = rng.uniform(0.45, 0.75) * 2 * (half - side / 2)
@@ -181,14 +180,17 @@ def _tracks(label: int, n: int, short: float, rng: np.random.Generator, make) ->
         if label == 2:  # up: y decreases
             start, end = start[::-1] * [1, -1], end[::-1] * [1, -1]
         path = _bezier(start, end, rng.uniform(-0.15, 0.15), t) + wobble
-        return [_Track(make(side), path, np.full(n, side), rng.uniform(0, 360) + still)]
+        return [_Track(make(side), path, np.full(n, side), np.full(n, rng.uniform(0, 360)))]
     if label == 4:  # towards the camera: the apparent size follows 1 / distance
         distance = 1.0 / (1.0 + (rng.uniform(1.6, 2.6) - 1.0) * t)
         small = side * 0.55
         centre = np.outer(t, rng.uniform(-0.1, 0.1, 2) * short) + wobble
         return [
             _Track(
-                make(int(small / distance.min()) + 2), centre, small / distance, rng.uniform(0, 360) + still
+                make(int(small / distance.min()) + 2),
+                centre,
+                small / distance,
+                np.full(n, rng.uniform(0, 360)),
             )
         ]
     if label == 6:  # clockwise on screen = decreasing counterclockwise angle
@@ -219,8 +221,8 @@ def _tracks(label: int, n: int, short: float, rng: np.random.Generator, make) ->
         centre_a = np.outer(along_a * fit, axis) + normal
         centre_b = np.outer(along_b * fit, axis) - normal
         return [
-            _Track(make(int(side_a)), centre_a + wobble, np.full(n, side_a), rng.uniform(0, 360) + still),
-            _Track(make(int(side_b)), centre_b - wobble, np.full(n, side_b), rng.uniform(0, 360) + still),
+            _Track(make(int(side_a)), centre_a + wobble, np.full(n, side_a), np.full(n, rng.uniform(0, 360))),
+            _Track(make(int(side_b)), centre_b - wobble, np.full(n, side_b), np.full(n, rng.uniform(0, 360))),
         ]
     if label == 11:  # holding: a hand tremor, nothing else
         centre = rng.uniform(-0.2, 0.2, 2) * short + rng.normal(0, short * 0.006, (n, 2))
