@@ -41,6 +41,7 @@ from model.data.datasets import (
     read_video_list,
     ssv2_flip_pairs,
 )
+from model.data.transforms import CROP_REGIONS
 from model.network import VARIANTS, VideoClassifier, build_model
 from model.preprocess import normalize_frames
 from model.sda import DEFAULT_BRANCHES
@@ -85,6 +86,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="CLASS=FACTOR",
         help="synthetic training: draw these classes FACTOR times as often (e.g. 6=2 7=2 for the turning "
         "pair); validation stays balanced. The model's prior shifts by log(FACTOR) for those classes",
+    )
+    data.add_argument(
+        "--train-crop",
+        choices=CROP_REGIONS,
+        default="full",
+        help="where training crops come from: the whole frame (the paper's) or its centred square, the field "
+        "of view that test-time centre cropping keeps (for data framed there, like the synthetic set)",
     )
     data.add_argument("--workers", type=int, default=2)
     arch = parser.add_argument_group("model")
@@ -191,6 +199,7 @@ def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str
             easy_epochs=args.easy_epochs,
             plain=args.synthetic_plain,
             oversample=parse_oversample(args.synthetic_oversample),
+            crop_region=args.train_crop,
             **train_frames,
         )
         val = SyntheticDataset(
@@ -236,7 +245,7 @@ def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str
     elif args.flip_pairs != "auto":
         flips = {int(k): int(v) for k, v in json.loads(args.flip_pairs).items()}
     options = {"flip_pairs": flips, "image_template": args.image_template, "seed": args.seed}
-    train = ClipDataset(train_records, train=True, **train_frames, **options)
+    train = ClipDataset(train_records, train=True, crop_region=args.train_crop, **train_frames, **options)
     val = ClipDataset(val_records, train=False, **common, **evaluation, **options)
     return train, val, labels, flips
 

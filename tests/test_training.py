@@ -333,3 +333,19 @@ def test_compare_trains_every_variant_on_one_budget_and_resumes(tmp_path: Path) 
     assert all(row["options"][-len(budget) :] == budget for row in rows)  # the same budget for each
     table = (out / "results.md").read_text()
     assert "| TSN |" in table and "| SDA-TSM (SEC) |" in table
+
+
+def test_centre_crop_region_keeps_training_crops_inside_the_centred_square() -> None:
+    # a 16:9 frame, dark in its centred square and white outside it: whole-frame crops see white,
+    # centre-region crops never do (they are taken before the resize, so no blending either)
+    frames = np.full((2, 60, 108, 3), 255, np.uint8)
+    frames[:, :, 24:84] = 0
+    whites = {"full": 0, "centre": 0}
+    for seed in range(60):
+        for region in whites:
+            view, _ = train_view(frames, 0, SIZE, np.random.default_rng(seed), FLIP_PAIRS, region)
+            whites[region] += int(view.max() > 0)
+    assert whites["centre"] == 0
+    assert whites["full"] > 20  # the paper's crops reach the frame's sides
+    with pytest.raises(ValueError, match="region"):
+        train_view(frames, 0, SIZE, np.random.default_rng(0), FLIP_PAIRS, "corner")

@@ -152,8 +152,10 @@ class ClipDataset(Dataset):
         image_template: str = "{:05d}.jpg",
         limits: VideoLimits | None = None,
         seed: int = 0,
+        crop_region: str = "full",
     ) -> None:
         self.records = list(records)
+        self.crop_region = crop_region
         self.num_frames, self.input_size, self.train = num_frames, input_size, train
         self.clips, self.crops = clips, crops
         self.flip_pairs = flip_pairs
@@ -200,7 +202,16 @@ class ClipDataset(Dataset):
         record = self.records[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         clips = self._load(record, rng)
-        return _views(clips, record.label, self.input_size, self.train, self.crops, rng, self.flip_pairs)
+        return _views(
+            clips,
+            record.label,
+            self.input_size,
+            self.train,
+            self.crops,
+            rng,
+            self.flip_pairs,
+            self.crop_region,
+        )
 
 
 def _views(
@@ -211,9 +222,10 @@ def _views(
     crops: int,
     rng: np.random.Generator,
     flip_pairs: Mapping[int, int] | None,
+    crop_region: str = "full",
 ) -> tuple[torch.Tensor, int]:
     if train:
-        view, label = train_view(clips[0], label, size, rng, flip_pairs)
+        view, label = train_view(clips[0], label, size, rng, flip_pairs, crop_region)
         return torch.from_numpy(view[None]), label
     views = np.concatenate([test_views(clip, size, crops) for clip in clips])
     return torch.from_numpy(views), label
@@ -239,7 +251,9 @@ class SyntheticDataset(Dataset):
         easy_epochs: int = 0,
         plain: bool = False,
         oversample: Mapping[int, float] | None = None,
+        crop_region: str = "full",
     ) -> None:
+        self.crop_region = crop_region
         self.num_clips, self.num_frames, self.input_size = num_clips, num_frames, input_size
         # Class c is drawn with weight oversample.get(c, 1); without it, clip i is class i % 12.
         weights = np.array([(oversample or {}).get(c, 1.0) for c in range(len(SYNTHETIC_LABELS))])
@@ -301,4 +315,6 @@ class SyntheticDataset(Dataset):
             label, np.random.default_rng(stream), short_side=short_side, plain=plain, select=sample
         )
         clips = list(clip.frames.reshape(-1, self.num_frames, *clip.frames.shape[1:]))
-        return _views(clips, label, self.input_size, self.train, self.crops, rng, FLIP_PAIRS)
+        return _views(
+            clips, label, self.input_size, self.train, self.crops, rng, FLIP_PAIRS, self.crop_region
+        )

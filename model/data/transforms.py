@@ -18,6 +18,10 @@ from export.metadata import test_resize_short_side
 from service.video import resize_short_side_center_crop, three_crops
 
 SCALES = (1.0, 0.875, 0.75, 0.66)
+# Where training crops may come from: the whole frame (the paper's), or only its centred square, the field
+# of view that test-time centre cropping keeps (for data whose action is framed there, like the
+# synthetic set: on a 16:9 frame, whole-frame crops miss half of that square in about half the views).
+CROP_REGIONS = ("full", "centre")
 # TSN's 13 fixed crop offsets, in quarters of the free space (x, y).
 FIXED_OFFSETS = (
     (0, 0), (4, 0), (0, 4), (4, 4), (2, 2),
@@ -53,12 +57,21 @@ def train_view(
     size: int,
     rng: np.random.Generator,
     flip_pairs: Mapping[int, int] | None,
+    region: str = "full",
 ) -> tuple[np.ndarray, int]:
     """One augmented (T, size, size, 3) view and its label (changed when a flip mirrors the action).
 
     ``flip_pairs`` maps a class to its mirror class; classes missing from it keep their label. With
     ``flip_pairs=None`` flipping is off (for datasets whose labels a mirror would falsify).
+    ``region``: "full" crops anywhere in the frame (the paper's); "centre" only inside its centred square.
     """
+    if region not in CROP_REGIONS:
+        raise ValueError(f"region must be one of {CROP_REGIONS}, not {region!r}")
+    if region == "centre":
+        height, width = frames.shape[1:3]
+        side = min(height, width)
+        top0, left0 = (height - side) // 2, (width - side) // 2
+        frames = frames[:, top0 : top0 + side, left0 : left0 + side]
     top, left, crop_h, crop_w = multi_scale_crop_box(frames.shape[1], frames.shape[2], rng)
     view = resize_frames(frames[:, top : top + crop_h, left : left + crop_w], size)
     if flip_pairs is not None and rng.random() < 0.5:
