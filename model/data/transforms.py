@@ -1,9 +1,10 @@
 """Training and test views of a clip, as the TSN/TSM/SDA recipe does them, on uint8 (T, H, W, 3).
 
 Train: multi-scale crop (scales 1, .875, .75, .66 of the short side, aspect distortion of at most
-one scale step, 13 fixed offsets) resized to the input size, then a horizontal flip with p = 0.5
-that swaps direction-dependent labels. Test: the service's own resize-short-side + centre crop
-(or the paper's three crops), imported from the service so train and serve crop identically.
+one scale step, 13 fixed offsets; anywhere in the frame, or only inside its centred square) resized
+to the input size, then a horizontal flip with p = 0.5 that swaps direction-dependent labels.
+Test: the service's own resize-short-side + centre crop (or the paper's three crops), imported from
+the service so train and serve crop identically.
 """
 
 from __future__ import annotations
