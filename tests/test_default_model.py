@@ -19,7 +19,7 @@ DEFAULT = MODELS / "sda-tsm-synthetic" / "3"
 SEED = 987_654  # never used by the trainer (seeds 0.. and 1000003) nor by the model card (20261124)
 # Clips per class sent over HTTP. The model card measured 91.0% (8 frames) and 89.6% (16 frames) top-1
 # on 480 fresh clips; the bars leave room for 24-clip sampling noise (one standard error is about 6
-# points) and stay far above chance (1/12) and above version 2 (82.5% / 78.5%).
+# points) and stay far above chance (1/12) and above version 1 (65% / 55%).
 PER_CLASS = 2
 MIN_ACCURACY = {8: 0.75, 16: 0.72}
 
