@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / ".bench-cache"
-DEFAULT_MODEL_DIR = ROOT / "models" / "sda-tsm-synthetic" / "3"
+DEFAULT_MODEL_DIR = ROOT / "models" / "sda-tsm-synthetic" / "4"
 R50_CLASSES = 174
 R50_SIZE = 224
 SEED = 0

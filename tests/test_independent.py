@@ -53,7 +53,7 @@ def test_labels_out_of_range_are_refused() -> None:
 
 
 def test_evaluate_scores_a_graph_on_independent_clips(tmp_path: Path) -> None:
-    graph = ROOT / "models" / "sda-tsm-synthetic" / "3" / "model-8f.onnx"
+    graph = ROOT / "models" / "sda-tsm-synthetic" / "4" / "model-8f.onnx"
     assert evaluate_main([str(graph), "--renderer", "independent", "--clips", "12", "--short-side", "96",
                           "--out", str(tmp_path)]) == 0  # fmt: skip
     result = json.loads((tmp_path / "evaluation-8f-independent.json").read_text())

@@ -19,7 +19,7 @@ from model.checkpoint import CheckpointInfo, save_checkpoint
 from model.data.synthetic import SYNTHETIC_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_GRAPH = ROOT / "models" / "sda-tsm-synthetic" / "3" / "model-8f.onnx"
+DEFAULT_GRAPH = ROOT / "models" / "sda-tsm-synthetic" / "4" / "model-8f.onnx"
 
 
 def outputs(path: Path | bytes, frames: np.ndarray) -> dict[str, np.ndarray]:

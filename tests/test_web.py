@@ -38,7 +38,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DEFAULT_MODEL = ROOT / "models" / "sda-tsm-synthetic" / "3"
+DEFAULT_MODEL = ROOT / "models" / "sda-tsm-synthetic" / "4"
 TIMEOUT_MS = 60_000
 # The default of SDA_THUMBNAIL_HEIGHT, as the README documents it.
 THUMBNAIL_HEIGHT = 72
