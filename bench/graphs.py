@@ -12,9 +12,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.repository import latest_version_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / ".bench-cache"
-DEFAULT_MODEL_DIR = ROOT / "models" / "sda-tsm-synthetic" / "4"
+DEFAULT_MODEL_DIR = latest_version_dir(ROOT / "models", "sda-tsm-synthetic")  # the served default
 R50_CLASSES = 174
 R50_SIZE = 224
 SEED = 0

@@ -63,3 +63,11 @@ def scan(models_dir: Path) -> list[GraphFile]:
         )
     found.sort(key=lambda g: (g.name, version_key(g.version), g.frames))
     return found
+
+
+def latest_version_dir(models_dir: Path, name: str) -> Path:
+    """The directory of ``name``'s highest version: the one the service serves when none is asked for."""
+    versions = [g for g in scan(models_dir) if g.name == name]  # scan sorts by version
+    if not versions:
+        raise RepositoryError(f"no graphs of model {name!r} in {str(models_dir)!r}")
+    return versions[-1].path.parent

@@ -17,7 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.repository import latest_version_dir
+
 ROOT = Path(__file__).resolve().parents[1]
+# The embedded default model: whichever version is highest, as the service serves it.
+DEFAULT_MODEL_NAME = "sda-tsm-synthetic"
+DEFAULT_MODEL_DIR = latest_version_dir(ROOT / "models", DEFAULT_MODEL_NAME)
 LABELS = ("push", "pull", "spin")
 SIZE = 64  # crop size of the tiny test graphs
 

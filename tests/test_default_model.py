@@ -8,14 +8,14 @@ from collections.abc import Iterator
 import numpy as np
 import onnx
 import pytest
-from conftest import ROOT, Server, start_server
+from conftest import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, ROOT, Server, start_server
 
 from export.metadata import GraphMetadata
 from model.data.synthetic import SYNTHETIC_LABELS, render_clip
 from model.evaluate import encode_mp4
 
 MODELS = ROOT / "models"
-DEFAULT = MODELS / "sda-tsm-synthetic" / "4"
+DEFAULT = DEFAULT_MODEL_DIR
 SEED = 987_654  # never used by the trainer (seeds 0.. and 1000003) nor by the model card (20261124)
 # Clips per class sent over HTTP. The model card measured 93.5% (8 frames) and 94.8% (16 frames) top-1
 # on 480 fresh clips; the bars leave room for 24-clip sampling noise (one standard error is about 5
@@ -35,7 +35,7 @@ def test_default_model_is_committed_and_self_describing() -> None:
         assert meta.architecture["name"] == "sda_tsm_r50" and len(meta.blocks) == 16
         assert meta.branches == ("LST", "LT", "LS", "S122")
     card = json.loads((DEFAULT / "model.json").read_text())
-    assert card["name"] == "sda-tsm-synthetic"
+    assert card["name"] == DEFAULT_MODEL_NAME
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_fresh_synthetic_clips_are_classified_over_http(default_server: Server, 
             )
             assert response.status_code == 200, response.text
             body = response.json()
-            assert body["model"]["name"] == "sda-tsm-synthetic" and body["model"]["frames"] == frames
+            assert body["model"]["name"] == DEFAULT_MODEL_NAME and body["model"]["frames"] == frames
             assert len(body["predictions"]) == 5
             assert [b["block"] for b in body["dependency_weights"]["blocks"]][:2] == ["layer1.0", "layer1.1"]
             top = body["predictions"][0]

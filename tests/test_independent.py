@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import DEFAULT_MODEL_DIR, ROOT
 
 from model.data.independent import render_independent_clip
 from model.evaluate import main as evaluate_main
@@ -53,7 +53,7 @@ def test_labels_out_of_range_are_refused() -> None:
 
 
 def test_evaluate_scores_a_graph_on_independent_clips(tmp_path: Path) -> None:
-    graph = ROOT / "models" / "sda-tsm-synthetic" / "4" / "model-8f.onnx"
+    graph = DEFAULT_MODEL_DIR / "model-8f.onnx"
     assert evaluate_main([str(graph), "--renderer", "independent", "--clips", "12", "--short-side", "96",
                           "--out", str(tmp_path)]) == 0  # fmt: skip
     result = json.loads((tmp_path / "evaluation-8f-independent.json").read_text())

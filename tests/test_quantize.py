@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import DEFAULT_MODEL_DIR
 
 from export.__main__ import main as export_main
 from export.metadata import DEPENDENCY_WEIGHTS, INPUT_NAME, PROBS, GraphMetadata
@@ -18,8 +19,7 @@ from model import build_model
 from model.checkpoint import CheckpointInfo, save_checkpoint
 from model.data.synthetic import SYNTHETIC_LABELS
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_GRAPH = ROOT / "models" / "sda-tsm-synthetic" / "4" / "model-8f.onnx"
+DEFAULT_GRAPH = DEFAULT_MODEL_DIR / "model-8f.onnx"
 
 
 def outputs(path: Path | bytes, frames: np.ndarray) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ from conftest import ROOT, free_port, server_command, server_env, start_server
 from service.batching import DynamicBatcher
 from service.core.config import Settings
 from service.engine import CPU, CUDA, StartupError, resolve_providers
+from service.repository import RepositoryError, latest_version_dir
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +166,14 @@ def test_empty_repository_exits_non_zero_with_a_message(tmp_path):
     result = run_to_exit(tmp_path)
     assert result.returncode != 0
     assert "no graphs found" in result.stdout + result.stderr
+
+
+def test_latest_version_dir_picks_the_highest_numeric_version(tmp_path):
+    # "10" must beat "9" (numeric, not string order) and any non-numeric tag; other models do not count.
+    for name, version in [("clf", "9"), ("clf", "10"), ("clf", "beta"), ("other", "99")]:
+        (tmp_path / name / version).mkdir(parents=True)
+        (tmp_path / name / version / "model-8f.onnx").write_bytes(b"")
+    (tmp_path / "clf" / "11").mkdir()  # a version directory without a graph is not a version
+    assert latest_version_dir(tmp_path, "clf") == tmp_path / "clf" / "10"
+    with pytest.raises(RepositoryError, match="no graphs of model 'missing'"):
+        latest_version_dir(tmp_path, "missing")

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import pytest
 from clips import encode_clip, read_index, write_png
-from conftest import ROOT, Server, start_server
+from conftest import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, Server, start_server
 
 from export.metadata import GraphMetadata
 from model.data.synthetic import render_clip
@@ -38,7 +38,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DEFAULT_MODEL = ROOT / "models" / "sda-tsm-synthetic" / "4"
+DEFAULT_MODEL = DEFAULT_MODEL_DIR
 TIMEOUT_MS = 60_000
 # The default of SDA_THUMBNAIL_HEIGHT, as the README documents it.
 THUMBNAIL_HEIGHT = 72
@@ -138,7 +138,7 @@ def test_page_renders_the_answer_of_the_api_for_a_real_clip(
     blocks, branches = default_model_layout()
     assert (len(blocks), len(branches)) == (16, 4)  # ResNet-50 depth: the paper's layout
 
-    open_page(page, default_model_server, "sda-tsm-synthetic")
+    open_page(page, default_model_server, DEFAULT_MODEL_NAME)
     classify_in_page(page, synthetic_clip, frames=frames, clips=clips, crops=crops)
 
     assert page.locator("#error").is_hidden(), page.locator("#error").text_content()
@@ -173,7 +173,7 @@ def test_heatmap_values_are_reachable_with_the_keyboard(
     page, default_model_server: Server, synthetic_clip: Path
 ) -> None:
     expected = api_answer(default_model_server, synthetic_clip, frames=8)
-    open_page(page, default_model_server, "sda-tsm-synthetic")
+    open_page(page, default_model_server, DEFAULT_MODEL_NAME)
     classify_in_page(page, synthetic_clip, frames=8)
     page.locator("#heatmap td.cell").first.focus()
     page.keyboard.press("ArrowDown")
@@ -188,7 +188,7 @@ def test_heatmap_values_are_reachable_with_the_keyboard(
 
 def test_a_dropped_file_is_classified(page, default_model_server: Server, synthetic_clip: Path) -> None:
     expected = api_answer(default_model_server, synthetic_clip, frames=8)
-    open_page(page, default_model_server, "sda-tsm-synthetic")
+    open_page(page, default_model_server, DEFAULT_MODEL_NAME)
     dropped = page.evaluate_handle(
         """([b64, name]) => {
             const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
@@ -208,7 +208,7 @@ def test_a_dropped_file_is_classified(page, default_model_server: Server, synthe
 
 def test_page_says_a_png_is_not_a_video(page, default_model_server: Server, tmp_path: Path) -> None:
     png = write_png(tmp_path / "still.png")
-    open_page(page, default_model_server, "sda-tsm-synthetic")
+    open_page(page, default_model_server, DEFAULT_MODEL_NAME)
     classify_in_page(page, png, frames=8)
     error = page.get_by_role("alert")
     assert error.is_visible()
