@@ -15,7 +15,6 @@ from model.data.synthetic import SYNTHETIC_LABELS, render_clip
 from model.evaluate import encode_mp4
 
 MODELS = ROOT / "models"
-DEFAULT = DEFAULT_MODEL_DIR
 SEED = 987_654  # never used by the trainer (seeds 0.. and 1000003) nor by the model card (20261124)
 # Clips per class sent over HTTP. The model card measured 94.6% (8 frames) and 93.5% (16 frames) top-1
 # on 480 fresh clips; the bars leave room for 24-clip sampling noise (one standard error is about 5
@@ -25,16 +24,16 @@ MIN_ACCURACY = {8: 0.79, 16: 0.79}
 
 
 def test_default_model_is_committed_and_self_describing() -> None:
-    assert sorted(p.name for p in DEFAULT.glob("*.onnx")) == ["model-16f.onnx", "model-8f.onnx"]
+    assert sorted(p.name for p in DEFAULT_MODEL_DIR.glob("*.onnx")) == ["model-16f.onnx", "model-8f.onnx"]
     total = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
     assert total <= 20 * 1024 * 1024
     for frames in (8, 16):
-        proto = onnx.load(str(DEFAULT / f"model-{frames}f.onnx"))
+        proto = onnx.load(str(DEFAULT_MODEL_DIR / f"model-{frames}f.onnx"))
         meta = GraphMetadata.from_props({p.key: p.value for p in proto.metadata_props})
         assert meta.labels == SYNTHETIC_LABELS and meta.frames == frames
         assert meta.architecture["name"] == "sda_tsm_r50" and len(meta.blocks) == 16
         assert meta.branches == ("LST", "LT", "LS", "S122")
-    card = json.loads((DEFAULT / "model.json").read_text())
+    card = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
     assert card["name"] == DEFAULT_MODEL_NAME
 
 

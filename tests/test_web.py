@@ -38,7 +38,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DEFAULT_MODEL = DEFAULT_MODEL_DIR
 TIMEOUT_MS = 60_000
 # The default of SDA_THUMBNAIL_HEIGHT, as the README documents it.
 THUMBNAIL_HEIGHT = 72
@@ -82,7 +81,7 @@ def page(browser) -> Iterator[object]:
 def default_model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The embedded default model (12 classes, 16 SDA blocks x 4 branches), as `make run` serves it."""
     repo = tmp_path_factory.mktemp("web-models")
-    shutil.copytree(DEFAULT_MODEL.parent, repo / DEFAULT_MODEL.parent.name)
+    shutil.copytree(DEFAULT_MODEL_DIR.parent, repo / DEFAULT_MODEL_DIR.parent.name)
     server = start_server(repo, tmp_path_factory.mktemp("web-server") / "server.log")
     yield server
     server.stop()
@@ -99,7 +98,7 @@ def synthetic_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def default_model_layout() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(blocks, branches) as the 8-frame graph's own metadata says, independent of the service."""
-    proto = onnx.load(str(DEFAULT_MODEL / "model-8f.onnx"), load_external_data=False)
+    proto = onnx.load(str(DEFAULT_MODEL_DIR / "model-8f.onnx"), load_external_data=False)
     meta = GraphMetadata.from_props({p.key: p.value for p in proto.metadata_props})
     return tuple(meta.blocks), tuple(meta.branches)
 
