@@ -4,8 +4,9 @@ Defaults are the paper's (section 4.2 and the authors' code): SGD momentum 0.9, 
 (none on BatchNorm and biases), lr 0.01 for TSN at 8 frames and 0.015 for TSM or 16 frames,
 x0.1 at epochs 20 and 40 of 50, dropout 0.5, grad-norm clip 20, 5x lr on SDA weights, batch 36.
 Multi-GPU / multi-node: launch with ``torchrun --nproc-per-node N -m model.train ...`` (DDP; NCCL on
-GPUs, gloo on CPUs). Mixed precision on GPU. Checkpoints every epoch (``last.pt``, ``best.pt``),
-``--resume``; metrics to ``metrics.jsonl`` and ``curves.png``.
+GPUs, gloo on CPUs). Mixed precision on GPU. Checkpoints every epoch (``last.pt``, ``best.pt``;
+``--keep-last-epochs N`` also keeps the weights after each of the last N as ``epoch<E>.pt``, for
+``model.average``), ``--resume``; metrics to ``metrics.jsonl`` and ``curves.png``.
 """
 
 from __future__ import annotations
@@ -157,6 +158,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="start from the weights of this sda-serve checkpoint (fine-tuning, e.g. an 8-frame model at "
         "16 frames or on another dataset): tensors whose name and shape match are loaded, the rest (a "
         "classifier for other classes) keeps its initialisation; optimizer, schedule and epochs start fresh",
+    )
+    run.add_argument(
+        "--keep-last-epochs",
+        type=int,
+        default=0,
+        help="also keep the weights after each of the last N epochs as epoch<E>.pt (for model.average)",
     )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -562,6 +569,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             if top1 > best:
                 best = top1
                 save_checkpoint(args.out / "best.pt", model, info, **state)
+            if epoch >= args.epochs - args.keep_last_epochs:
+                save_checkpoint(args.out / f"epoch{epoch + 1}.pt", model, info, metrics=row)
         if distributed:
             dist.barrier()
     if distributed:

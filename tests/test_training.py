@@ -16,6 +16,7 @@ import pytest
 import torch
 from clips import encode_clip
 
+from model.average import main as average_main
 from model.checkpoint import load_checkpoint, read_checkpoint
 from model.compare import main as compare_main
 from model.data.datasets import (
@@ -192,6 +193,38 @@ def test_training_runs_checkpoints_and_resumes(tmp_path: Path) -> None:
     model, info = load_checkpoint(out / "last.pt")
     assert info.labels[0] == "Pushing something from left to right" and info.input_size == SIZE
     assert model.config.width == 0.125
+
+
+def test_keep_last_epochs_then_average_their_weights(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train_main(_train_args(out, "--epochs", "3", "--keep-last-epochs", "2")) == 0
+    assert sorted(path.name for path in out.glob("epoch*.pt")) == ["epoch2.pt", "epoch3.pt"]
+    second, third = read_checkpoint(out / "epoch2.pt"), read_checkpoint(out / "epoch3.pt")
+    assert "optimizer" not in third and third["metrics"]["epoch"] == 3
+    last = read_checkpoint(out / "last.pt")["state_dict"]
+    assert torch.equal(third["state_dict"]["fc.weight"], last["fc.weight"])
+
+    assert average_main([str(tmp_path / "mean.pt"), str(out / "epoch2.pt"), str(out / "epoch3.pt")]) == 0
+    mean = read_checkpoint(tmp_path / "mean.pt")
+    changed = 0
+    for name, tensor in mean["state_dict"].items():
+        a, b = second["state_dict"][name], third["state_dict"][name]
+        if tensor.is_floating_point():
+            assert torch.allclose(tensor, (a + b) / 2, atol=1e-7), name
+            changed += int(not torch.equal(a, b))
+        else:
+            assert torch.equal(tensor, b), name  # BN's step counters: the last file's
+    assert changed > 10  # the two epochs' weights differ, so the test compares real means
+    assert mean["training_data"].endswith("weights averaged over epochs 2, 3")
+    model, info = load_checkpoint(tmp_path / "mean.pt")
+    assert info.input_size == SIZE
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.rand(1, 8, 3, SIZE, SIZE))).all()
+
+    other = tmp_path / "wide"
+    assert train_main(_train_args(other, "--epochs", "1", "--width", "0.25", "--keep-last-epochs", "1")) == 0
+    assert average_main([str(tmp_path / "bad.pt"), str(out / "epoch3.pt"), str(other / "epoch1.pt")]) == 2
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def test_init_starts_a_new_run_from_another_runs_weights(tmp_path: Path) -> None:
