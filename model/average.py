@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from model.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+from model.checkpoint import read_checkpoint
 from model.official import CheckpointMismatchError
 
 TRAINING_STATE = ("optimizer", "scaler", "best_top1", "metrics")
@@ -51,7 +51,6 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
     training_data = str(last.get("training_data", ""))
     return {
         **{key: value for key, value in last.items() if key not in TRAINING_STATE},
-        "format": CHECKPOINT_FORMAT,
         "state_dict": state_dict,
         "training_data": f"{training_data}; weights averaged over epochs {epochs}".lstrip("; "),
     }
