@@ -16,7 +16,7 @@ from model.evaluate import encode_mp4
 
 MODELS = ROOT / "models"
 SEED = 987_654  # never used by the trainer (seeds 0.. and 1000003) nor by the model card (20261124)
-# Clips per class sent over HTTP. The model card measured 94.7% (8 frames) and 93.8% (16 frames) top-1
+# Clips per class sent over HTTP. The model card measured 94.5% (8 frames) and 94.9% (16 frames) top-1
 # on 1,200 fresh clips; the bars leave room for 24-clip sampling noise (one standard error is about 5
 # points) and stay far above chance (1/12) and above version 1 (65% / 55%).
 PER_CLASS = 2
