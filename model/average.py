@@ -1,4 +1,5 @@
-"""Average the weights of several checkpoints of one training run.
+"""Average the weights of several checkpoints of one training run (or of a fine-tuning run and the
+weights it started from).
 
 ``python -m model.average OUT IN [IN ...]``, e.g. the ``epoch*.pt`` that ``--keep-last-epochs 3`` left
 after the last three epochs of a cosine schedule. Near the end of a schedule the weights wander around a
@@ -47,12 +48,22 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
             state_dict[name] = (total / len(checkpoints)).to(tensor.dtype)
         else:
             state_dict[name] = tensor.clone()
-    epochs = ", ".join(str(int(checkpoint.get("epoch", 0)) + 1) for checkpoint in checkpoints)
-    training_data = str(last.get("training_data", ""))
+    epochs = [int(checkpoint.get("epoch", 0)) + 1 for checkpoint in checkpoints]
+    descriptions = [str(checkpoint.get("training_data", "")) for checkpoint in checkpoints]
+    if len(set(descriptions)) == 1:
+        training_data = f"{descriptions[0]}; weights averaged over epochs {', '.join(map(str, epochs))}"
+    else:
+        # Checkpoints of different runs (e.g. a fine-tuning run and the weights it started from):
+        # keep each one's own description rather than the last one's under the others' epoch numbers.
+        parts = (
+            f"[{description} (epoch {epoch})]"
+            for description, epoch in zip(descriptions, epochs, strict=True)
+        )
+        training_data = f"mean of {len(checkpoints)} checkpoints: " + " + ".join(parts)
     return {
         **{key: value for key, value in last.items() if key not in TRAINING_STATE},
         "state_dict": state_dict,
-        "training_data": f"{training_data}; weights averaged over epochs {epochs}".lstrip("; "),
+        "training_data": training_data.lstrip("; "),
     }
 
 

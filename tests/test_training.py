@@ -216,6 +216,11 @@ def test_keep_last_epochs_then_average_their_weights(tmp_path: Path) -> None:
             assert torch.equal(tensor, b), name  # BN's step counters: the last file's
     assert changed > 10  # the two epochs' weights differ, so the test compares real means
     assert mean["training_data"].endswith("weights averaged over epochs 2, 3")
+    # A mean of a mean and a checkpoint keeps both descriptions instead of mislabelling the epochs.
+    assert average_main([str(tmp_path / "nested.pt"), str(tmp_path / "mean.pt"), str(out / "epoch3.pt")]) == 0
+    nested = read_checkpoint(tmp_path / "nested.pt")["training_data"]
+    assert nested.startswith("mean of 2 checkpoints: [")
+    assert "weights averaged over epochs 2, 3 (epoch 3)]" in nested and nested.endswith("(epoch 3)]")
     model, info = load_checkpoint(tmp_path / "mean.pt")
     assert info.input_size == SIZE
     with torch.no_grad():
