@@ -51,7 +51,8 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
     epochs = [int(checkpoint.get("epoch", 0)) + 1 for checkpoint in checkpoints]
     descriptions = [str(checkpoint.get("training_data", "")) for checkpoint in checkpoints]
     if len(set(descriptions)) == 1:
-        training_data = f"{descriptions[0]}; weights averaged over epochs {', '.join(map(str, epochs))}"
+        averaged = f"weights averaged over epochs {', '.join(map(str, epochs))}"
+        training_data = f"{descriptions[0]}; {averaged}" if descriptions[0] else averaged
     else:
         # Checkpoints of different runs (e.g. a fine-tuning run and the weights it started from):
         # keep each one's own description rather than the last one's under the others' epoch numbers.
@@ -63,7 +64,7 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
     return {
         **{key: value for key, value in last.items() if key not in TRAINING_STATE},
         "state_dict": state_dict,
-        "training_data": training_data.lstrip("; "),
+        "training_data": training_data,
     }
 
 
