@@ -237,29 +237,31 @@ def end_to_end(plan: Plan, spec: graphs.ModelSpec, out: Path, cache: Path, engin
     video = cached_clip(HTTP_CLIP, cache).read_bytes()
     models_dir = spec.graphs[plan.default_frames[0]].parents[1]
     section: dict[str, object] = {"clip": HTTP_CLIP.description, "model": spec.label, "frames": 8}
+    # Named, not left to the model's default frame count: the naive baseline serves the 8-frame graph.
+    params = {"frames": 8}
     ours = endtoend.start_ours(models_dir.parent, out / "server-ours.log")
     try:
         rest = endtoend.rss_mb(ours.pid)
-        endtoend.warm_up(ours.url, video)
+        endtoend.warm_up(ours.url, video, params=params)
         rows = []
         with endtoend.PeakRSS(ours.pid) as peak:
             for c in plan.concurrency:
-                rows.append(endtoend.load(ours.url, video, c, plan.requests[c]))
+                rows.append(endtoend.load(ours.url, video, c, plan.requests[c], params))
                 log(
                     f"  ours c={c}: {rows[-1]['clips_per_s']} clips/s, p50 {rows[-1]['latency_ms']['p50']} ms"
                 )
         section["ours"] = rows
         warm = endtoend.rss_mb(ours.pid)
-        section["overhead"] = endtoend.overhead_per_request(ours.url, video, plan.overhead_requests)
+        section["overhead"] = endtoend.overhead_per_request(ours.url, video, plan.overhead_requests, params)
         top = max(plan.concurrency)
         section["profile_ours"] = endtoend.py_spy_profile(
             ours.pid,
             plan.profile_s,
-            lambda: endtoend.load(ours.url, video, top, plan.requests[top]),
+            lambda: endtoend.load(ours.url, video, top, plan.requests[top], params),
             out / "py-spy-ours",
         )
         before = endtoend.rss_mb(ours.pid)
-        endtoend.load(ours.url, video, 4, plan.memory_requests)
+        endtoend.load(ours.url, video, 4, plan.memory_requests, params)
         after = endtoend.rss_mb(ours.pid)
         section["memory_mb"] = {
             "at_rest": round(rest, 1),

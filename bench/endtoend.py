@@ -138,13 +138,17 @@ def load(url: str, video: bytes, concurrency: int, requests: int, params: dict |
     return asyncio.run(_load(url, video, concurrency, requests, params or {}))
 
 
-def warm_up(url: str, video: bytes, requests: int = 3) -> None:
+def warm_up(url: str, video: bytes, requests: int = 3, params: dict | None = None) -> None:
     """First requests pay one-off costs (lazy imports, allocator growth, torch's first call)."""
     for _ in range(requests):
-        httpx.post(url + "/classify", files={"file": ("clip.mp4", video, "video/mp4")}, timeout=300.0)
+        httpx.post(
+            url + "/classify", params=params, files={"file": ("clip.mp4", video, "video/mp4")}, timeout=300.0
+        )
 
 
-def overhead_per_request(url: str, video: bytes, requests: int) -> dict[str, object]:
+def overhead_per_request(
+    url: str, video: bytes, requests: int, params: dict | None = None
+) -> dict[str, object]:
     """Client-side latency minus the server's own decode and inference time, one request at a time."""
 
     async def run() -> list[float]:
@@ -152,7 +156,9 @@ def overhead_per_request(url: str, video: bytes, requests: int) -> dict[str, obj
         async with httpx.AsyncClient(base_url=url, timeout=300.0) as client:
             for _ in range(requests):
                 started = time.perf_counter()
-                response = await client.post("/classify", files={"file": ("clip.mp4", video, "video/mp4")})
+                response = await client.post(
+                    "/classify", params=params, files={"file": ("clip.mp4", video, "video/mp4")}
+                )
                 total = (time.perf_counter() - started) * 1000.0
                 t = response.json()["timings_ms"]
                 overheads.append(total - t["decode"] - t["inference"])

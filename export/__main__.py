@@ -27,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="model repository (or target folder)")
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 16], help="one graph per frame count")
     parser.add_argument(
+        "--default-frames",
+        type=int,
+        help="the frame count served when a request names none, one of --frames "
+        "(default: the service uses the smallest)",
+    )
+    parser.add_argument(
         "--name", choices=sorted(VARIANTS), help="architecture (--official; default sda_tsm_r50)"
     )
     parser.add_argument(
@@ -60,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", default="1", help="model version folder (with --model-name)")
     parser.add_argument("--training-data", default=None, help="what the model was trained on (metadata)")
     args = parser.parse_args(argv)
+    if args.default_frames is not None and args.default_frames not in args.frames:
+        print(
+            f"error: --default-frames {args.default_frames} is not one of --frames {args.frames}",
+            file=sys.stderr,
+        )
+        return 2
 
     started = time.perf_counter()
     try:
@@ -99,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             version=args.version,
             training_data=training_data,
             source_sha256=sha256,
+            default_frames=args.default_frames,
             fp16=args.fp16,
             int8=args.int8,
             int8_max_top1_drop=args.int8_max_drop,

@@ -39,6 +39,7 @@ def graph_metadata(
     version: str,
     training_data: str = "",
     source_sha256: str = "",
+    default_frames: int | None = None,
 ) -> GraphMetadata:
     architecture = model.config.to_dict()
     architecture["num_frames"] = frames
@@ -58,6 +59,7 @@ def graph_metadata(
         training_data=training_data,
         source_checkpoint_sha256=source_sha256,
         sda_serve_version=_version(),
+        default_frames=default_frames,
     )
 
 
@@ -72,6 +74,7 @@ def export_model(
     version: str | int = 1,
     training_data: str = "",
     source_sha256: str = "",
+    default_frames: int | None = None,
     fp16: bool = False,
     int8: bool = False,
     int8_max_top1_drop: float = INT8_MAX_TOP1_DROP,
@@ -83,6 +86,8 @@ def export_model(
     Everything is built in a temporary folder beside ``out_dir`` and moved into place only after
     every graph passed verification, so a failed export leaves no file behind. ``int8`` adds
     ``model-{T}f-int8.onnx`` (static QDQ, checked by accuracy: ``export.quantize``).
+    ``default_frames`` (one of ``frames``) is the frame count the service uses when a request names
+    none; without it the service uses the smallest one exported.
     """
     if labels is None:
         labels = [f"class {index}" for index in range(model.num_classes)]
@@ -90,6 +95,8 @@ def export_model(
         raise ValueError(f"{len(labels)} labels for a model with {model.num_classes} classes")
     if not frames or any(t < 1 for t in frames):
         raise ValueError(f"frame counts must be positive, got {list(frames)}")
+    if default_frames is not None and default_frames not in frames:
+        raise ValueError(f"default frame count {default_frames} is not among the exported {list(frames)}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -107,6 +114,7 @@ def export_model(
                 version=str(version),
                 training_data=training_data,
                 source_sha256=source_sha256,
+                default_frames=default_frames,
             )
             for report in export_graph(model, metadata, staging / f"model-{count}f.onnx", fp16=fp16, log=log):
                 reports.append(report)

@@ -10,6 +10,8 @@ Graph contract:
 - outputs ``logits`` (N, K) float32, ``probs`` (N, K) float32 (softmax of logits), and for models
   with SDA ``dependency_weights`` (N, B, M) float32: per block (``blocks``) the aggregation weights
   of each branch (``branches``).
+- optional ``default_frames``: the frame count the service uses when a request names none (the
+  model card's); absent, the smallest exported one.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class GraphMetadata:
     training_data: str = ""
     source_checkpoint_sha256: str = ""
     sda_serve_version: str = ""
+    # The frame count a request that names none is served at: the one the model card's accuracy is
+    # measured at. None (older exports): the service uses the smallest frame count exported.
+    default_frames: int | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -87,6 +92,8 @@ class GraphMetadata:
             "training_data": self.training_data,
             "source_checkpoint_sha256": self.source_checkpoint_sha256,
         }
+        if self.default_frames is not None:
+            props["default_frames"] = str(self.default_frames)
         props.update(self.extra)
         return props
 
@@ -121,10 +128,11 @@ class GraphMetadata:
                 training_data=props.get("training_data", ""),
                 source_checkpoint_sha256=props.get("source_checkpoint_sha256", ""),
                 sda_serve_version=props.get("sda_serve.version", ""),
+                default_frames=int(props["default_frames"]) if "default_frames" in props else None,
             )
         except KeyError as error:
             raise ValueError(f"graph metadata lacks {error.args[0]!r}") from error
-        except (TypeError, json.JSONDecodeError) as error:
+        except (TypeError, ValueError) as error:  # ValueError: bad JSON, int() of a non-number
             raise ValueError(f"graph metadata is malformed: {error}") from error
         if not labels or any(not isinstance(label, str) for label in labels):
             raise ValueError("graph metadata 'labels' must be a non-empty list of strings")

@@ -53,15 +53,16 @@ class Client:
         self,
         video: str | os.PathLike | bytes,
         *,
-        frames: int = 8,
+        frames: int | None = None,
         top_k: int | None = None,
         clips: int = 1,
         crops: int = 1,
         model: str | None = None,
         version: str | None = None,
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {"frames": frames, "clips": clips, "crops": crops}
-        for key, value in (("top_k", top_k), ("model", model), ("version", version)):
+        params: dict[str, Any] = {"clips": clips, "crops": crops}
+        # None: the server's choice (the model's default frame count, the newest version, ...)
+        for key, value in (("frames", frames), ("top_k", top_k), ("model", model), ("version", version)):
             if value is not None:
                 params[key] = value
         if isinstance(video, bytes):
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("video", type=Path)
     parser.add_argument("--url", default=os.environ.get("SDA_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--api-key", default=os.environ.get("SDA_API_KEY"))
-    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=None, help="default: the model's own (GET /models)")
     parser.add_argument("--clips", type=int, default=1)
     parser.add_argument("--crops", type=int, default=1, choices=(1, 3))
     parser.add_argument("--top-k", type=int, default=None)

@@ -192,6 +192,9 @@ class Engine:
             raise StartupError(
                 f"default_model {s.default_model!r} is not in the repository ({self.model_names})"
             )
+        for name in self.model_names:
+            for version in self.versions(name):
+                self._check_default_frames(name, version)
         for graph in self.graphs.values():
             self._warm_up(graph)
         for graph in self.graphs.values():
@@ -205,6 +208,16 @@ class Engine:
             )
             graph.batcher.start()
         self.ready = True
+
+    def _check_default_frames(self, name: str, version: str) -> None:
+        named = sorted(self._named_default_frames(name, version))
+        chosen = self.default_frames(name, version)
+        if named and named != [chosen]:
+            log.warning(
+                "%s v%s: its graphs name default frame count(s) %s but only %s are served; "
+                "requests that name no frame count get %d",
+                name, version, named, self.frames_of(name, version), chosen,
+            )  # fmt: skip
 
     def _load_graph(self, graph_file: GraphFile) -> Graph:
         options = ort.SessionOptions()
@@ -297,7 +310,25 @@ class Engine:
     def frames_of(self, name: str, version: str) -> list[int]:
         return sorted(g.frames for g in self.graphs.values() if g.name == name and g.version == version)
 
-    def resolve(self, name: str | None, version: str | None, frames: int) -> Graph:
+    def _named_default_frames(self, name: str, version: str) -> set[int]:
+        return {
+            g.meta.default_frames
+            for g in self.graphs.values()
+            if g.name == name and g.version == version and g.meta.default_frames is not None
+        }
+
+    def default_frames(self, name: str, version: str) -> int:
+        """The frame count the model's metadata names (the one its card measures), if it was exported;
+        else the smallest one exported."""
+        exported = self.frames_of(name, version)
+        named = self._named_default_frames(name, version)
+        if len(named) == 1 and (choice := named.pop()) in exported:
+            return choice
+        return exported[0]
+
+    def resolve(self, name: str | None, version: str | None, frames: int | None) -> Graph:
+        """The graph for a request; ``None`` picks the default model, its newest version, its default
+        frame count."""
         name = name or self.default_model
         versions = self.versions(name)
         if not versions:
@@ -307,6 +338,8 @@ class Engine:
             raise ModelNotFoundError(
                 f"model {name!r} has no version {version!r}; available: {', '.join(versions)}"
             )
+        if frames is None:
+            frames = self.default_frames(name, version)
         graph = self.graphs.get((name, version, frames))
         if graph is None:
             choices = ", ".join(str(t) for t in self.frames_of(name, version))

@@ -119,6 +119,7 @@ class ModelInfo(BaseModel):
     name: str
     version: str
     default: bool
+    default_frames: int = Field(description="Frames per clip when a request names none")
     labels: list[str]
     num_classes: int
     blocks: list[str]

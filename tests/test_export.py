@@ -125,9 +125,12 @@ def test_trainer_checkpoint_exports_into_a_model_repository(tmp_path: Path) -> N
         export_main(f"{tmp_path / 'last.pt'} --out {tmp_path / 'models'} --frames 8 --name tsm_r50".split())
         == 2
     )  # wrong arch named
+    no_graph = f"{tmp_path / 'last.pt'} --out {tmp_path / 'models'} --frames 8 --default-frames 16"
+    assert export_main(no_graph.split()) == 2  # a default frame count with no graph
+    assert not (tmp_path / "models").exists()
     code = export_main(
         f"{tmp_path / 'last.pt'} --out {tmp_path / 'models'} --frames 8 --fp16 "
-        "--model-name mine --version 2".split()
+        "--model-name mine --version 2 --default-frames 8".split()
     )
     assert code == 0
     folder = tmp_path / "models" / "mine" / "2"
@@ -135,6 +138,7 @@ def test_trainer_checkpoint_exports_into_a_model_repository(tmp_path: Path) -> N
     proto = onnx.load(str(folder / "model-8f.onnx"))
     meta = GraphMetadata.from_props({p.key: p.value for p in proto.metadata_props})
     assert meta.training_data == "unit test" and meta.labels == tuple(LABELS)
+    assert meta.default_frames == 8
     clip = np.random.default_rng(0).integers(0, 256, (1, 8, 64, 64, 3), dtype=np.uint8)
     full, half = run_graph(folder / "model-8f.onnx", clip), run_graph(folder / "model-8f-fp16.onnx", clip)
     np.testing.assert_allclose(half[PROBS], full[PROBS], atol=export.graph.FP16_TOLERANCE)

@@ -7,12 +7,15 @@ service plumbing (upload, sampling, decode, crops, batching, averaging, response
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from clips import encode_clip
+from conftest import start_server
 
 from export.metadata import GraphMetadata
 from service.sampling import sample_segment_indices
@@ -233,6 +236,8 @@ def test_health_ready_models_and_v2(server):
         assert by_name["tiny-sda"]["graphs"][0]["input_size"] == 64
         assert by_name["tiny-sda"]["branches"] == ["LST", "LT", "LS", "S122"]
         assert by_name["tiny-tsn"]["blocks"] == [] and by_name["tiny-tsn"]["default"] is False
+        # Graphs that name no default frame count are served at the smallest one exported.
+        assert by_name["tiny-sda"]["default_frames"] == 8 and by_name["tiny-tsn"]["default_frames"] == 8
 
         assert client.get("/v2/health/live").json() == {"live": True}
         assert client.get("/v2/health/ready").json() == {"ready": True}
@@ -266,3 +271,38 @@ def test_metrics_count_requests_stages_and_batches(server, clip):
     assert 'sda_batch_rows_count{model="tiny-sda/1/8f"}' in text
     assert "sda_requests_in_flight 0.0" in text
     assert 'status="500"' not in text
+
+
+def name_default_frames(graph: Path, frames: int) -> None:
+    """Set the graph's ``default_frames`` metadata, as ``python -m export --default-frames`` writes it."""
+    proto = onnx.load(str(graph))
+    props = {p.key: p.value for p in proto.metadata_props}
+    onnx.helper.set_model_props(proto, {**props, "default_frames": str(frames)})  # replaces them all
+    onnx.save(proto, str(graph))
+
+
+def test_a_request_without_frames_gets_the_models_default_frame_count(model_repo, clip, tmp_path):
+    repo = tmp_path / "models"
+    shutil.copytree(model_repo / "tiny-sda", repo / "tiny-sda")
+    for graph in (repo / "tiny-sda" / "1").glob("model-*f.onnx"):
+        name_default_frames(graph, 16)
+    # A model whose named default frame count was not exported (or was deleted): the smallest one.
+    shutil.copytree(model_repo / "tiny-tsn", repo / "tiny-tsn")
+    name_default_frames(repo / "tiny-tsn" / "1" / "model-8f.onnx", 16)
+    server = start_server(repo, tmp_path / "server.log", default_model="tiny-sda")
+    try:
+        with server.client() as client:
+            by_name = {m["name"]: m for m in client.get("/models").json()["models"]}
+            assert by_name["tiny-sda"]["default_frames"] == 16
+            assert by_name["tiny-tsn"]["default_frames"] == 8
+            unnamed = classify(client, clip("h264.mp4"))
+            named = classify(client, clip("h264.mp4"), frames=8)
+            tsn = classify(client, clip("h264.mp4"), model="tiny-tsn")
+    finally:
+        server.stop()
+    assert unnamed.status_code == named.status_code == tsn.status_code == 200
+    check_schema(unnamed.json(), frames=16)
+    assert unnamed.json()["sampled"]["indices"] == [sample_segment_indices(30, 16, "test")]
+    check_schema(named.json(), frames=8)
+    check_schema(tsn.json(), frames=8, sda=False)
+    assert "tiny-tsn v1: its graphs name default frame count(s) [16] but only [8] are served" in server.log()

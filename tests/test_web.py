@@ -138,6 +138,10 @@ def test_page_renders_the_answer_of_the_api_for_a_real_clip(
     assert (len(blocks), len(branches)) == (16, 4)  # ResNet-50 depth: the paper's layout
 
     open_page(page, default_model_server, DEFAULT_MODEL_NAME)
+    with default_model_server.client() as client:
+        served = {m["name"]: m for m in client.get("/models").json()["models"]}[DEFAULT_MODEL_NAME]
+    # The page opens at the model's own default frame count, the one the API uses when none is named.
+    assert page.get_by_role("radio", name=str(served["default_frames"])).is_checked()
     classify_in_page(page, synthetic_clip, frames=frames, clips=clips, crops=crops)
 
     assert page.locator("#error").is_hidden(), page.locator("#error").text_content()

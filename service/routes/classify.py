@@ -123,7 +123,11 @@ def _video_summary(info) -> dict[str, object]:
 )
 async def classify(
     request: Request,
-    frames: int = Query(8, description="Frames per clip: a frame count the model was exported for (8 or 16)"),
+    frames: int | None = Query(
+        None,
+        description="Frames per clip: a frame count the model was exported for (8 or 16); default: the "
+        "model's default_frames (GET /models)",
+    ),
     top_k: int | None = Query(
         None,
         ge=1,

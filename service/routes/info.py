@@ -94,6 +94,7 @@ def _model_info(engine: Engine, graphs: list[Graph]) -> dict[str, object]:
         "name": first.name,
         "version": first.version,
         "default": first.name == engine.default_model,
+        "default_frames": engine.default_frames(first.name, first.version),
         "labels": list(meta.labels),
         "num_classes": meta.num_classes,
         "blocks": list(meta.blocks),

@@ -67,13 +67,10 @@ function showModel() {
   const m = currentModel();
   if (!m) return;
   const frames = m.graphs.map((g) => g.frames);
+  // A model opens at its own default frame count: the one its accuracy was measured at.
   for (const radio of form.elements.frames) {
     radio.disabled = !frames.includes(Number(radio.value));
-    if (radio.checked && radio.disabled) form.elements.frames[0].checked = true;
-  }
-  const firstEnabled = [...form.elements.frames].find((r) => !r.disabled);
-  if (firstEnabled && ![...form.elements.frames].some((r) => r.checked && !r.disabled)) {
-    firstEnabled.checked = true;
+    radio.checked = Number(radio.value) === m.default_frames;
   }
   const providers = [...new Set(m.graphs.map((g) => g.provider))].join(", ");
   const sda = m.blocks.length ? `${m.blocks.length} SDA blocks × ${m.branches.length} branches` : "no SDA blocks";
