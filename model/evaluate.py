@@ -1,6 +1,6 @@
 """Held-out accuracy of an exported graph on fresh synthetic clips, measured the way it is served.
 
-``python -m model.evaluate models/sda-tsm-synthetic/7/model-8f.onnx --clips 600 --seed 7 --out DIR``
+``python -m model.evaluate models/sda-tsm-synthetic/8/model-16f.onnx --clips 600 --seed 7 --out DIR``
 
 Each clip is rendered by ``model.data.synthetic`` from a seed the trainer never uses, encoded to
 H.264 MP4 in memory, decoded and sampled by the service's own code (segment centres, resize short

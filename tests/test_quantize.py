@@ -49,7 +49,7 @@ def test_int8_graph_of_the_default_model_is_quantised_and_keeps_the_contract(tmp
     # the check is on accuracy (the default model's labels are the synthetic classes)
     assert report.check == "accuracy" and report.eval_clips == 36
     assert report.fp32_top1 is not None and report.int8_top1 is not None
-    assert report.top1_agreement >= 75.0  # version 7: 100 % on 96 clips; catches a broken quantisation
+    assert report.top1_agreement >= 75.0  # version 8: 99 % on 96 clips; catches a broken quantisation
     assert report.size_bytes == target.stat().st_size < DEFAULT_GRAPH.stat().st_size
 
 
