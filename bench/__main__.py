@@ -252,6 +252,14 @@ def end_to_end(plan: Plan, spec: graphs.ModelSpec, out: Path, cache: Path, engin
                 )
         section["ours"] = rows
         warm = endtoend.rss_mb(ours.pid)
+        # What a request that names no frame count costs: the model's own default_frames (16 for the
+        # embedded default model), at the concurrencies the naive baseline is compared at up to 4.
+        served = endtoend.served_frames(ours.url, video)
+        section["default_frames"] = served
+        if served != params["frames"]:
+            section["ours_default_frames"] = [
+                endtoend.load(ours.url, video, c, plan.requests[c]) for c in plan.concurrency if c <= 4
+            ]
         section["overhead"] = endtoend.overhead_per_request(ours.url, video, plan.overhead_requests, params)
         top = max(plan.concurrency)
         section["profile_ours"] = endtoend.py_spy_profile(

@@ -146,6 +146,13 @@ def warm_up(url: str, video: bytes, requests: int = 3, params: dict | None = Non
         )
 
 
+def served_frames(url: str, video: bytes) -> int:
+    """The frame count the server runs for a request that names none."""
+    response = httpx.post(url + "/classify", files={"file": ("clip.mp4", video, "video/mp4")}, timeout=300.0)
+    response.raise_for_status()
+    return int(response.json()["model"]["frames"])
+
+
 def overhead_per_request(
     url: str, video: bytes, requests: int, params: dict | None = None
 ) -> dict[str, object]:

@@ -8,7 +8,7 @@ from pathlib import Path
 def strip_latencies(results: dict) -> dict[str, list[list[float]]]:
     """Remove the raw per-request latencies from the JSON (kept for the plot only)."""
     kept: dict[str, list[list[float]]] = {}
-    for side in ("ours", "naive"):
+    for side in ("ours", "naive", "ours_default_frames"):
         rows = results.get("end_to_end", {}).get(side, [])
         kept[side] = [row.pop("_latencies", []) for row in rows]
     return kept
@@ -188,11 +188,14 @@ def markdown(results: dict) -> str:
         "| server | concurrency | requests | p50 ms | p95 ms | p99 ms | clips/s |",
         "|---|---|---|---|---|---|---|",
     ]
-    for side in ("ours", "naive"):
+    sides = {"ours": "ours", "naive": "naive"}
+    if "ours_default_frames" in e2e:
+        sides["ours_default_frames"] = f"ours, no `frames` (the model's {e2e['default_frames']})"
+    for side, name in sides.items():
         for row in e2e[side]:
             lat = row["latency_ms"]
             lines.append(
-                f"| {side} | {row['concurrency']} | {row['requests']} | {lat['p50']} | {lat['p95']} | "
+                f"| {name} | {row['concurrency']} | {row['requests']} | {lat['p50']} | {lat['p95']} | "
                 f"{lat['p99']} | "
                 f"{row['clips_per_s']} |"
             )

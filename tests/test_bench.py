@@ -52,6 +52,11 @@ def test_smoke_benchmark_writes_every_section(tmp_path: Path) -> None:
         assert [row["concurrency"] for row in e2e[side]] == [1, 2]
         # every request answered 200: the baseline and the service really classified the clip
         assert all(set(row["status_counts"]) == {"200"} for row in e2e[side]), e2e[side]
+    # The default model is served at its default_frames (16) when a request names none; the bench
+    # measures that next to the like-for-like 8-frame rows.
+    assert e2e["default_frames"] == 16
+    assert [row["concurrency"] for row in e2e["ours_default_frames"]] == [1, 2]
+    assert all(set(row["status_counts"]) == {"200"} for row in e2e["ours_default_frames"])
     assert {"at_rest", "peak_under_load", "growth"} <= e2e["memory_mb"].keys()
     assert "p50_ms" in e2e["overhead"]
     assert {t["target"] for t in results["targets"]} >= {
