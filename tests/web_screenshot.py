@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from conftest import ROOT, start_server
-from test_web import CHROMIUM, CHROMIUM_FLAGS, DEFAULT_MODEL, classify_in_page, open_page
+from conftest import DEFAULT_MODEL_DIR, ROOT, start_server
+from test_web import CHROMIUM, CHROMIUM_FLAGS, classify_in_page, open_page
 
 from model.data.synthetic import SYNTHETIC_LABELS, render_clip
 from model.evaluate import encode_mp4
@@ -27,7 +27,7 @@ SEED = 4  # a clip where the moving object is easy to see
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "web-page.png")
-    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=16, help="16: the default model's default_frames")
     parser.add_argument("--clips", type=int, default=1)
     parser.add_argument("--crops", type=int, default=1)
     args = parser.parse_args(argv)
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        shutil.copytree(DEFAULT_MODEL.parent, work / "models" / DEFAULT_MODEL.parent.name)
+        shutil.copytree(DEFAULT_MODEL_DIR.parent, work / "models" / DEFAULT_MODEL_DIR.parent.name)
         clip = render_clip(LABEL, np.random.default_rng(SEED), short_side=160)
         video = work / "pushing-left-to-right.mp4"
         video.write_bytes(encode_mp4(clip.frames, clip.fps))
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                     executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
                 )
                 page = browser.new_page(viewport={"width": 1120, "height": 900}, device_scale_factor=1)
-                open_page(page, server, DEFAULT_MODEL.parent.name)
+                open_page(page, server, DEFAULT_MODEL_DIR.parent.name)
                 classify_in_page(page, video, frames=args.frames, clips=args.clips, crops=args.crops)
                 page.locator("#heatmap td.cell").nth(5).hover()  # show a value read-out as on hover
                 args.out.parent.mkdir(parents=True, exist_ok=True)
