@@ -192,6 +192,11 @@ class Engine:
             raise StartupError(
                 f"default_model {s.default_model!r} is not in the repository ({self.model_names})"
             )
+        if s.default_frames is not None and all(g.frames != s.default_frames for g in self.graphs.values()):
+            raise StartupError(
+                f"default_frames {s.default_frames} matches no graph; frame counts in the repository: "
+                f"{sorted({g.frames for g in self.graphs.values()})}"
+            )
         for name in self.model_names:
             for version in self.versions(name):
                 self._check_default_frames(name, version)
@@ -210,13 +215,14 @@ class Engine:
         self.ready = True
 
     def _check_default_frames(self, name: str, version: str) -> None:
+        """Warn when a model's graphs disagree on their default frame count or name one not served."""
         named = sorted(self._named_default_frames(name, version))
-        chosen = self.default_frames(name, version)
-        if named and named != [chosen]:
+        exported = self.frames_of(name, version)
+        if len(named) > 1 or (named and named[0] not in exported):
             log.warning(
                 "%s v%s: its graphs name default frame count(s) %s but only %s are served; "
                 "requests that name no frame count get %d",
-                name, version, named, self.frames_of(name, version), chosen,
+                name, version, named, exported, self.default_frames(name, version),
             )  # fmt: skip
 
     def _load_graph(self, graph_file: GraphFile) -> Graph:
@@ -318,9 +324,12 @@ class Engine:
         }
 
     def default_frames(self, name: str, version: str) -> int:
-        """The frame count the model's metadata names (the one its card measures), if it was exported;
-        else the smallest one exported."""
+        """The frame count for a request that names none: ``SDA_DEFAULT_FRAMES`` if the model has that
+        graph, else the one its metadata names (the one its card measures) if exported, else the
+        smallest one exported."""
         exported = self.frames_of(name, version)
+        if self.settings.default_frames in exported:
+            return self.settings.default_frames
         named = self._named_default_frames(name, version)
         if len(named) == 1 and (choice := named.pop()) in exported:
             return choice

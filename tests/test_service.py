@@ -306,3 +306,18 @@ def test_a_request_without_frames_gets_the_models_default_frame_count(model_repo
     check_schema(named.json(), frames=8)
     check_schema(tsn.json(), frames=8, sda=False)
     assert "tiny-tsn v1: its graphs name default frame count(s) [16] but only [8] are served" in server.log()
+
+    # The operator's SDA_DEFAULT_FRAMES wins for every model that has that graph.
+    server = start_server(repo, tmp_path / "server-8.log", default_model="tiny-sda", default_frames=8)
+    try:
+        with server.client() as client:
+            assert {m["name"]: m["default_frames"] for m in client.get("/models").json()["models"]} == {
+                "tiny-sda": 8,
+                "tiny-tsn": 8,
+            }
+            overridden = classify(client, clip("h264.mp4"))
+    finally:
+        server.stop()
+    assert overridden.status_code == 200
+    check_schema(overridden.json(), frames=8)
+    assert "tiny-sda v1: its graphs name" not in server.log()  # overriding a default is not a warning

@@ -162,6 +162,14 @@ def test_require_gpu_without_a_gpu_exits_non_zero_with_a_message(tsn_only_repo):
     assert "tiny-tsn/1/8f on CPUExecutionProvider" in output
 
 
+def test_default_frames_with_no_graph_exits_non_zero_with_a_message(tsn_only_repo):
+    result = run_to_exit(tsn_only_repo, default_frames="12")
+    assert result.returncode != 0
+    assert "default_frames 12 matches no graph; frame counts in the repository: [8]" in (
+        result.stdout + result.stderr
+    )
+
+
 def test_empty_repository_exits_non_zero_with_a_message(tmp_path):
     result = run_to_exit(tmp_path)
     assert result.returncode != 0

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         default_factory=list, description="Allowed CORS origins; empty = CORS off"
     )
     default_model: str | None = Field(None, description="Model used when ?model= is absent")
+    default_frames: int | None = Field(
+        None,
+        ge=1,
+        description="Frames per clip when ?frames= is absent, for every model exported at that count "
+        "(the others keep their own); unset: each model's default_frames (or its smallest)",
+    )
 
     @field_validator("providers", "cors_origins", mode="before")
     @classmethod
