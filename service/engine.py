@@ -148,6 +148,8 @@ class Engine:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.graphs: dict[tuple[str, str, int], Graph] = {}
+        # (name, version) -> frames for a request that names none; fixed at load (graphs do not change)
+        self._default_frames: dict[tuple[str, str], int] = {}
         self.requested_providers: list[str] = []
         self.inflight = 0
         self.ready = False
@@ -197,9 +199,11 @@ class Engine:
                 f"default_frames {s.default_frames} matches no graph; frame counts in the repository: "
                 f"{sorted({g.frames for g in self.graphs.values()})}"
             )
-        for name in self.model_names:
-            for version in self.versions(name):
-                self._check_default_frames(name, version)
+        self._default_frames = {
+            (name, version): self._choose_default_frames(name, version)
+            for name in self.model_names
+            for version in self.versions(name)
+        }
         for graph in self.graphs.values():
             self._warm_up(graph)
         for graph in self.graphs.values():
@@ -214,16 +218,30 @@ class Engine:
             graph.batcher.start()
         self.ready = True
 
-    def _check_default_frames(self, name: str, version: str) -> None:
-        """Warn when a model's graphs disagree on their default frame count or name one not served."""
-        named = sorted(self._named_default_frames(name, version))
+    def _choose_default_frames(self, name: str, version: str) -> int:
+        """The frame count for a request that names none: ``SDA_DEFAULT_FRAMES`` if the model has that
+        graph, else the one its metadata names (the one its card measures) if exported, else the
+        smallest one exported; warns when the graphs disagree or name one that is not served."""
         exported = self.frames_of(name, version)
-        if len(named) > 1 or (named and named[0] not in exported):
+        named = sorted(
+            {
+                g.meta.default_frames
+                for g in self.graphs.values()
+                if g.name == name and g.version == version and g.meta.default_frames is not None
+            }
+        )
+        usable = len(named) == 1 and named[0] in exported
+        if self.settings.default_frames in exported:
+            choice = self.settings.default_frames
+        else:
+            choice = named[0] if usable else exported[0]
+        if named and not usable:
             log.warning(
                 "%s v%s: its graphs name default frame count(s) %s but only %s are served; "
                 "requests that name no frame count get %d",
-                name, version, named, exported, self.default_frames(name, version),
+                name, version, named, exported, choice,
             )  # fmt: skip
+        return choice
 
     def _load_graph(self, graph_file: GraphFile) -> Graph:
         options = ort.SessionOptions()
@@ -316,24 +334,9 @@ class Engine:
     def frames_of(self, name: str, version: str) -> list[int]:
         return sorted(g.frames for g in self.graphs.values() if g.name == name and g.version == version)
 
-    def _named_default_frames(self, name: str, version: str) -> set[int]:
-        return {
-            g.meta.default_frames
-            for g in self.graphs.values()
-            if g.name == name and g.version == version and g.meta.default_frames is not None
-        }
-
     def default_frames(self, name: str, version: str) -> int:
-        """The frame count for a request that names none: ``SDA_DEFAULT_FRAMES`` if the model has that
-        graph, else the one its metadata names (the one its card measures) if exported, else the
-        smallest one exported."""
-        exported = self.frames_of(name, version)
-        if self.settings.default_frames in exported:
-            return self.settings.default_frames
-        named = self._named_default_frames(name, version)
-        if len(named) == 1 and (choice := named.pop()) in exported:
-            return choice
-        return exported[0]
+        """The frame count for a request that names none (chosen at load: ``_choose_default_frames``)."""
+        return self._default_frames[(name, version)]
 
     def resolve(self, name: str | None, version: str | None, frames: int | None) -> Graph:
         """The graph for a request; ``None`` picks the default model, its newest version, its default
