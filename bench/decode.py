@@ -1,4 +1,4 @@
-"""Decode + sample section: the service's sampler (``service.video.probe_and_decode``) against decoding
+"""Decode + sample section: the service's sampler (``videocore.decode.probe_and_decode``) against decoding
 every frame to RGB, on clips the benchmark encodes itself with PyAV, with the lower bound beside it.
 
 Both sides use the same decoder with FFmpeg's frame/slice threads (``thread_type="AUTO"``), so the
@@ -18,8 +18,8 @@ import av
 import numpy as np
 
 from bench.stats import time_repeats
-from service.preprocess import index_chooser
-from service.video import VideoLimits, probe_and_decode
+from videocore.decode import VideoLimits, probe_and_decode
+from videocore.sampling import index_chooser
 
 
 @dataclass(frozen=True)

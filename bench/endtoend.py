@@ -235,7 +235,7 @@ def py_spy_profile(pid: int, seconds: float, work: Callable[[], object], out: Pa
         return {"error": f"py-spy failed: {err.decode(errors='replace')[-300:]}"}
     # First match wins, most specific first: a stack is attributed to the deepest stage it is in.
     stages = {
-        "decode (service.video)": ("probe_and_decode",),
+        "decode (videocore.decode)": ("probe_and_decode",),
         "preprocess (resize/crop)": ("model_input", "service/preprocess.py"),
         "inference (batcher -> ORT)": ("_execute (service/batching.py",),
         "thread pools waiting": ("concurrent/futures/thread.py:8", "_next (service/batching.py"),

@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from bench.graphs import ModelSpec, build_torch_model
 from bench.stats import Summary, time_repeats
-from export.metadata import INPUT_NAME, GraphMetadata
+from videocore.contract import INPUT_NAME, GraphMetadata
 
 LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

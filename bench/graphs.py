@@ -96,7 +96,7 @@ def default_model(frames: tuple[int, ...], folder: Path = DEFAULT_MODEL_DIR) -> 
     the same architecture (read from the graph's metadata) with random weights: same FLOPs, same ops."""
     import onnxruntime as ort
 
-    from export.metadata import GraphMetadata
+    from videocore.contract import GraphMetadata
 
     graphs = {t: folder / f"model-{t}f.onnx" for t in frames}
     session = ort.InferenceSession(str(graphs[frames[0]]), providers=["CPUExecutionProvider"])

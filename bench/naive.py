@@ -22,8 +22,8 @@ from bench.decode import decode_all_rgb
 from bench.engine import graph_metadata
 from bench.graphs import build_torch_model
 from export.graph import FramesToPredictions
-from service.sampling import sample_segment_indices
-from service.video import resize_short_side_center_crop
+from videocore.sampling import sample_segment_indices
+from videocore.views import resize_short_side_center_crop
 
 
 def create_app(graph: Path) -> FastAPI:

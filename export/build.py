@@ -15,9 +15,9 @@ import onnxruntime
 import torch
 
 from export.graph import GraphReport, export_graph
-from export.metadata import GraphMetadata, test_resize_short_side
 from export.quantize import INT8_MAX_TOP1_DROP, Int8Report, export_int8
 from model.network import VideoClassifier
+from videocore.contract import GraphMetadata, eval_resize_short_side
 
 
 def _version() -> str:
@@ -52,7 +52,7 @@ def graph_metadata(
         labels=tuple(labels),
         frames=frames,
         input_size=size,
-        resize_short_side=test_resize_short_side(size),
+        resize_short_side=eval_resize_short_side(size),
         architecture=architecture,
         blocks=model.block_names,
         branches=model.branch_names,

@@ -22,9 +22,9 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from export.metadata import DEPENDENCY_WEIGHTS, INPUT_NAME, LOGITS, PROBS, GraphMetadata
 from model.network import VideoClassifier
 from model.preprocess import normalize_frames
+from videocore.contract import DEPENDENCY_WEIGHTS, INPUT_NAME, LOGITS, PROBS, GraphMetadata
 
 OPSET = 18  # the dynamo exporter's native opset; its downgrade to 17 fails on the shift's Pad/Slice.
 PARITY_TOLERANCE = 1e-4

@@ -26,7 +26,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export.metadata import INPUT_NAME, PROBS, GraphMetadata
+from model.data.synthetic import NUM_CLASSES, SYNTHETIC_LABELS, render_clip
+from videocore.contract import INPUT_NAME, PROBS, GraphMetadata
+from videocore.sampling import sample_segment_indices
+from videocore.views import resize_short_side_center_crop
 
 INT8_MAX_TOP1_DROP = 1.0  # points of top-1
 CALIBRATION_SEED = 20261125  # neither the trainer (0.., 1000003) nor model.evaluate (20261124) uses it
@@ -71,9 +74,6 @@ class Int8Report:
 
 def synthetic_inputs(meta: GraphMetadata, count: int, seed: int) -> tuple[list[np.ndarray], list[int]]:
     """``count`` (1, T, S, S, 3) uint8 clips of the synthetic classes (balanced) and their labels."""
-    from model.data.synthetic import NUM_CLASSES, render_clip
-    from service.sampling import sample_segment_indices
-    from service.video import resize_short_side_center_crop
 
     clips, labels = [], []
     for index in range(count):
@@ -159,8 +159,6 @@ def export_int8(
 ) -> Int8Report:
     """Quantise ``fp32_path`` to ``int8_path``; raises Int8VerificationError (writing nothing) when
     the int8 graph loses more than ``max_top1_drop`` points (see the module docstring)."""
-    from model.data.synthetic import SYNTHETIC_LABELS
-
     started = time.perf_counter()
     proto = onnx.load(str(fp32_path))
     fp32 = _session(str(fp32_path))

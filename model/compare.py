@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.metadata import test_resize_short_side
 from model.checkpoint import load_checkpoint
 from model.evaluate import evaluate_on_fresh_clips
 from model.preprocess import normalize_frames
 from model.train import main as train_main
+from videocore.contract import eval_resize_short_side
 
 # (row name, architecture, extra train options): Table 1's rows, in its order.
 VARIANTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = evaluate_on_fresh_clips(
             torch_predictor(model),
             frames=frames,
-            resize_short_side=test_resize_short_side(size),
+            resize_short_side=eval_resize_short_side(size),
             input_size=size,
             clips=args.eval_clips,
             seed=args.eval_seed,

@@ -27,11 +27,12 @@ import av
 import numpy as np
 import onnxruntime as ort
 
-from export.metadata import INPUT_NAME, PROBS, GraphMetadata
 from model.data.independent import render_independent_clip
 from model.data.synthetic import SYNTHETIC_LABELS, render_clip
-from service.sampling import sample_segment_indices
-from service.video import VideoLimits, probe_and_decode, resize_short_side_center_crop
+from videocore.contract import INPUT_NAME, PROBS, GraphMetadata
+from videocore.decode import VideoLimits, probe_and_decode
+from videocore.sampling import sample_segment_indices
+from videocore.views import resize_short_side_center_crop
 
 
 def encode_mp4(frames: np.ndarray, fps: float) -> bytes:

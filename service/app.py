@@ -13,38 +13,22 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.config import Settings
 from service.engine import Engine, StartupError
+from service.errors import install_exception_handlers
 from service.metrics import Metrics
+from service.pipeline import ClassifyPipeline
 from service.routes import classify, info, web
 
 log = logging.getLogger("sda_serve")
 
 VERSION = "0.1.0"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-def format_validation_errors(errors: list[dict]) -> str:
-    """FastAPI's error list -> one readable sentence per problem."""
-    parts = []
-    for error in errors:
-        loc = [str(x) for x in error.get("loc", ())]
-        where = loc[0] if loc else "request"
-        name = ".".join(loc[1:])
-        text = f"{where} parameter {name!r}" if name else where
-        message = f"{text}: {error.get('msg', 'invalid')}"
-        if "input" in error and error.get("type") != "missing":
-            message += f" (got {error['input']!r})"
-        parts.append(message)
-    return "; ".join(parts) or "invalid request"
 
 
 class RequestContextMiddleware:
@@ -107,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = Engine(settings, metrics)
         app.state.engine = engine
         app.state.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        app.state.pipeline = ClassifyPipeline(engine, app.state.decode_pool)
         try:
             await asyncio.to_thread(engine.load)
         except StartupError as error:
@@ -138,15 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": format_validation_errors(list(exc.errors()))}, status_code=422)
-
+    install_exception_handlers(app)
     app.include_router(classify.router)
     app.include_router(info.probes)
     app.include_router(info.models)

@@ -12,16 +12,17 @@ import ctypes.util
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 
-from export.metadata import DEPENDENCY_WEIGHTS, INPUT_NAME, PROBS, GraphMetadata
 from service.batching import BatchResult, DynamicBatcher
 from service.core.config import Settings
+from service.errors import InvalidOptionError, ModelNotFoundError
 from service.metrics import Metrics
 from service.repository import GraphFile, scan, version_key
+from videocore.contract import DEPENDENCY_WEIGHTS, INPUT_NAME, PROBS, GraphMetadata
 
 log = logging.getLogger("sda_serve.engine")
 
@@ -33,14 +34,6 @@ GPU_PROVIDERS = frozenset({CUDA, TENSORRT, "ROCMExecutionProvider", "MIGraphXExe
 
 class StartupError(RuntimeError):
     """The engine cannot serve (no graphs, bad graph, GPU required but absent)."""
-
-
-class ModelNotFoundError(LookupError):
-    """No such model name or version (404)."""
-
-
-class InvalidOptionError(ValueError):
-    """The model exists but not with the options asked for (422)."""
 
 
 def resolve_providers(requested: Sequence[str]) -> list[str]:
@@ -75,7 +68,6 @@ class Graph:
     output_names: list[str]
     batcher: DynamicBatcher | None = None
     warmup_ms: float = 0.0
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -338,18 +330,30 @@ class Engine:
         """The frame count for a request that names none (chosen at load: ``_choose_default_frames``)."""
         return self._default_frames[(name, version)]
 
-    def resolve(self, name: str | None, version: str | None, frames: int | None) -> Graph:
-        """The graph for a request; ``None`` picks the default model, its newest version, its default
-        frame count."""
-        name = name or self.default_model
+    def lookup(self, name: str, version: str | None) -> tuple[str, str]:
+        """(name, version) of a served model; ``None`` picks its newest version. The one place that
+        says a model or version is unknown."""
         versions = self.versions(name)
         if not versions:
             raise ModelNotFoundError(f"unknown model {name!r}; available: {', '.join(self.model_names)}")
-        version = version or versions[-1]
+        if version is None:
+            return name, versions[-1]
         if version not in versions:
             raise ModelNotFoundError(
                 f"model {name!r} has no version {version!r}; available: {', '.join(versions)}"
             )
+        return name, version
+
+    def graphs_of(self, name: str, version: str) -> list[Graph]:
+        return sorted(
+            (g for g in self.graphs.values() if g.name == name and g.version == version),
+            key=lambda g: g.frames,
+        )
+
+    def resolve(self, name: str | None, version: str | None, frames: int | None) -> Graph:
+        """The graph for a request; ``None`` picks the default model, its newest version, its default
+        frame count."""
+        name, version = self.lookup(name or self.default_model, version)
         if frames is None:
             frames = self.default_frames(name, version)
         graph = self.graphs.get((name, version, frames))

@@ -1,4 +1,4 @@
-"""Benchmark: what pathological videos cost the decoder (``service.video.probe_and_decode`` in a
+"""Benchmark: what pathological videos cost the decoder (``videocore.decode.probe_and_decode`` in a
 thread, as the service runs it), and what a process boundary around decoding would cost per request.
 
 Cases: a real 16000x16000 H.264 frame, a 10-hour duration in the MP4 header, 200,000 tiny frames,
@@ -26,8 +26,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from service.preprocess import index_chooser
-from service.video import VideoError, VideoLimits, probe_and_decode
+from videocore.decode import VideoLimits, probe_and_decode
+from videocore.errors import VideoError
+from videocore.sampling import index_chooser
 
 if __package__:
     from tests.clips import encode_clip

@@ -85,8 +85,8 @@ def test_slow_decode_is_cut_at_the_timeout_while_others_are_served(isolated: Ser
 
 def test_the_slow_video_decodes_with_a_generous_timeout(tmp_path: Path):
     """The file is valid (the 422 above is the timeout, not a broken file)."""
-    from service.preprocess import index_chooser
-    from service.video import VideoLimits, probe_and_decode
+    from videocore.decode import VideoLimits, probe_and_decode
+    from videocore.sampling import index_chooser
 
     data = slow_to_decode(tmp_path / "slow.mp4")
     started = time.perf_counter()

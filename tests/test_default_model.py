@@ -10,9 +10,9 @@ import onnx
 import pytest
 from conftest import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, ROOT, Server, start_server
 
-from export.metadata import GraphMetadata
 from model.data.synthetic import SYNTHETIC_LABELS, render_clip
 from model.evaluate import encode_mp4
+from videocore.contract import GraphMetadata
 
 MODELS = ROOT / "models"
 SEED = 987_654  # never used by the trainer (seeds 0.. and 1000003) nor by the model card (20261124, 20261130)

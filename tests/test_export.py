@@ -16,9 +16,9 @@ import export.graph
 from export import export_model
 from export.__main__ import main as export_main
 from export.graph import ExportVerificationError, FramesToPredictions
-from export.metadata import DEPENDENCY_WEIGHTS, INPUT_NAME, LOGITS, PROBS, GraphMetadata
 from model import build_model, load_official_checkpoint
 from model.checkpoint import CheckpointInfo, file_sha256, save_checkpoint
+from videocore.contract import DEPENDENCY_WEIGHTS, INPUT_NAME, LOGITS, PROBS, GraphMetadata
 
 LABELS = ["push left", "push right", "hold"]
 

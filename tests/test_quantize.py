@@ -13,11 +13,11 @@ import pytest
 from conftest import DEFAULT_MODEL_DIR
 
 from export.__main__ import main as export_main
-from export.metadata import DEPENDENCY_WEIGHTS, INPUT_NAME, PROBS, GraphMetadata
 from export.quantize import Int8VerificationError, export_int8
 from model import build_model
 from model.checkpoint import CheckpointInfo, save_checkpoint
 from model.data.synthetic import SYNTHETIC_LABELS
+from videocore.contract import DEPENDENCY_WEIGHTS, INPUT_NAME, PROBS, GraphMetadata
 
 DEFAULT_GRAPH = DEFAULT_MODEL_DIR / "model-8f.onnx"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.sampling import sample_segment_indices
+from videocore.sampling import sample_segment_indices
 
 
 def test_test_mode_segment_centres_n30_t8():

@@ -1,7 +1,7 @@
 """End to end through a real uvicorn: real clips in many containers, real ONNX Runtime sessions.
 
 The reference for "is the answer right" is the same exported graph run directly with ONNX Runtime
-on frames decoded by ``service.video`` and sampled by ``service.sampling``: it checks the whole
+on frames decoded by ``videocore.decode`` and sampled by ``videocore.sampling``: it checks the whole
 service plumbing (upload, sampling, decode, crops, batching, averaging, response) end to end.
 """
 
@@ -17,9 +17,10 @@ import pytest
 from clips import encode_clip
 from conftest import start_server
 
-from export.metadata import GraphMetadata
-from service.sampling import sample_segment_indices
-from service.video import VideoLimits, probe_and_decode, resize_short_side_center_crop, three_crops
+from videocore.contract import GraphMetadata
+from videocore.decode import VideoLimits, probe_and_decode
+from videocore.sampling import sample_segment_indices
+from videocore.views import resize_short_side_center_crop, three_crops
 
 TOP_KEYS = {"model", "predictions", "dependency_weights", "video", "sampled", "timings_ms"}
 

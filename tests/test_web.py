@@ -23,9 +23,9 @@ import pytest
 from clips import encode_clip, read_index, write_png
 from conftest import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, Server, start_server
 
-from export.metadata import GraphMetadata
 from model.data.synthetic import render_clip
 from model.evaluate import encode_mp4
+from videocore.contract import GraphMetadata
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [

@@ -1,6 +1,6 @@
 """Datasets: TSN frame-folder lists, video lists, Something-Something V2, Diving48, class folders,
 and the synthetic temporal-reasoning set. Videos decode through the service's PyAV code
-(``service.video.probe_and_decode``) and sample with its TSN sampler, so train and serve agree.
+(``videocore.decode.probe_and_decode``) and sample with its TSN sampler, so train and serve agree.
 
 Every dataset yields ``(views, label)``: ``views`` is uint8 (V, T, S, S, 3) — one view in training,
 clips x crops views in evaluation — and normalisation happens on the batch (``model.preprocess``).
@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from export.metadata import test_resize_short_side
 from model.data.synthetic import FLIP_PAIRS, SYNTHETIC_LABELS, render_clip
-from model.data.transforms import test_views, train_view
-from service.sampling import sample_segment_indices
-from service.video import VideoLimits, probe_and_decode
+from model.data.transforms import eval_views, train_view
+from videocore.contract import eval_resize_short_side
+from videocore.decode import VideoLimits, probe_and_decode
+from videocore.sampling import sample_segment_indices
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg")
 # Something-Something V2's direction-dependent pairs under a horizontal flip, by template.
@@ -180,7 +180,7 @@ class ClipDataset(Dataset):
         ]
 
     def _load(self, record: VideoRecord, rng: np.random.Generator) -> list[np.ndarray]:
-        short_side = test_resize_short_side(self.input_size)
+        short_side = eval_resize_short_side(self.input_size)
         if record.num_frames is None:
             decoded = probe_and_decode(
                 record.path, lambda n: self._indices(n, rng), self.limits, resize_short_side=short_side
@@ -227,7 +227,7 @@ def _views(
     if train:
         view, label = train_view(clips[0], label, size, rng, flip_pairs, crop_region)
         return torch.from_numpy(view[None]), label
-    views = np.concatenate([test_views(clip, size, crops) for clip in clips])
+    views = np.concatenate([eval_views(clip, size, crops) for clip in clips])
     return torch.from_numpy(views), label
 
 
@@ -298,7 +298,7 @@ class SyntheticDataset(Dataset):
         rng = np.random.default_rng([*stream, 1])
         label = self.label_of(index)
         plain = bool(rng.random() < self.easy_fraction)
-        short_side = test_resize_short_side(self.input_size)
+        short_side = eval_resize_short_side(self.input_size)
 
         def sample(count: int) -> np.ndarray:
             if self.train:

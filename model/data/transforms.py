@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from export.metadata import test_resize_short_side
-from service.video import resize_short_side_center_crop, three_crops
+from videocore.contract import eval_resize_short_side
+from videocore.views import resize_short_side_center_crop, three_crops
 
 SCALES = (1.0, 0.875, 0.75, 0.66)
 # Where training crops may come from: the whole frame (the paper's), or only its centred square, the field
@@ -81,10 +81,10 @@ def train_view(
     return view, label
 
 
-def test_views(frames: np.ndarray, size: int, crops: int) -> np.ndarray:
+def eval_views(frames: np.ndarray, size: int, crops: int) -> np.ndarray:
     """(crops, T, size, size, 3): the centre crop of the short side resized to 256/224 x size
     (crops=1), or the paper's three crops (crops=3)."""
-    short_side = test_resize_short_side(size)
+    short_side = eval_resize_short_side(size)
     if crops == 1:
         return resize_short_side_center_crop(frames, short_side, size)[None]
     if crops == 3:

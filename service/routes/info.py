@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from export.metadata import INPUT_NAME
+from service.deps import ReadyEngine
 from service.engine import Engine, Graph
 from service.repository import version_key
 from service.routes.auth import require_api_key
@@ -18,6 +18,7 @@ from service.schemas import (
     ReadyResponse,
     V2ModelMetadata,
 )
+from videocore.contract import INPUT_NAME
 
 NOT_READY = {503: {"model": ErrorBody, "description": "not ready"}}
 UNKNOWN_MODEL = {404: {"model": ErrorBody, "description": "unknown model or version"}}
@@ -62,16 +63,8 @@ async def health(request: Request) -> dict[str, object]:
     }
 
 
-def _ready_or_503(request: Request) -> Engine:
-    engine = _engine(request)
-    if engine is None or not engine.ready:
-        raise HTTPException(503, "not ready: models are loading or the service is shutting down")
-    return engine
-
-
 @probes.get("/ready", response_model=ReadyResponse, responses=NOT_READY, summary="Readiness (after warm-up)")
-async def ready(request: Request) -> dict[str, bool]:
-    _ready_or_503(request)
+async def ready(engine: ReadyEngine) -> dict[str, bool]:
     return {"ready": True}
 
 
@@ -127,8 +120,7 @@ def _model_info(engine: Engine, graphs: list[Graph]) -> dict[str, object]:
 
 
 @models.get("/models", response_model=ModelsResponse, responses=NOT_READY, summary="Served models and labels")
-async def list_models(request: Request) -> dict[str, object]:
-    engine = _ready_or_503(request)
+async def list_models(engine: ReadyEngine) -> dict[str, object]:
     return {
         "default_model": engine.default_model,
         "models": [_model_info(engine, graphs) for graphs in _grouped(engine).values()],
@@ -142,8 +134,7 @@ async def v2_live() -> dict[str, bool]:
 
 
 @probes.get("/v2/health/ready", responses=NOT_READY, summary="OIP v2 readiness")
-async def v2_ready(request: Request) -> dict[str, bool]:
-    _ready_or_503(request)
+async def v2_ready(engine: ReadyEngine) -> dict[str, bool]:
     return {"ready": True}
 
 
@@ -153,14 +144,9 @@ async def v2_server(request: Request) -> dict[str, object]:
 
 
 def _v2_metadata(engine: Engine, name: str, version: str | None) -> dict[str, object]:
+    name, resolved = engine.lookup(name, version)
     versions = engine.versions(name)
-    if not versions:
-        raise HTTPException(404, f"unknown model {name!r}; available: {', '.join(engine.model_names)}")
-    if version is not None and version not in versions:
-        raise HTTPException(
-            404, f"model {name!r} has no version {version!r}; available: {', '.join(versions)}"
-        )
-    graphs = [g for g in engine.graphs.values() if g.name == name and g.version == (version or versions[-1])]
+    graphs = engine.graphs_of(name, resolved)
     frame_counts = {g.frames for g in graphs}
     sample = graphs[0]
     frames_dim = sample.frames if len(frame_counts) == 1 else -1
@@ -181,8 +167,8 @@ def _v2_metadata(engine: Engine, name: str, version: str | None) -> dict[str, ob
     responses=UNKNOWN_MODEL,
     summary="OIP v2 model metadata",
 )
-async def v2_model(name: str, request: Request) -> dict[str, object]:
-    return _v2_metadata(_ready_or_503(request), name, None)
+async def v2_model(name: str, engine: ReadyEngine) -> dict[str, object]:
+    return _v2_metadata(engine, name, None)
 
 
 @models.get(
@@ -191,13 +177,11 @@ async def v2_model(name: str, request: Request) -> dict[str, object]:
     responses=UNKNOWN_MODEL,
     summary="OIP v2 model metadata",
 )
-async def v2_model_version(name: str, version: str, request: Request) -> dict[str, object]:
-    return _v2_metadata(_ready_or_503(request), name, version)
+async def v2_model_version(name: str, version: str, engine: ReadyEngine) -> dict[str, object]:
+    return _v2_metadata(engine, name, version)
 
 
 @models.get("/v2/models/{name}/ready", responses=UNKNOWN_MODEL, summary="OIP v2 model readiness")
-async def v2_model_ready(name: str, request: Request) -> dict[str, object]:
-    engine = _ready_or_503(request)
-    if not engine.versions(name):
-        raise HTTPException(404, f"unknown model {name!r}; available: {', '.join(engine.model_names)}")
+async def v2_model_ready(name: str, engine: ReadyEngine) -> dict[str, object]:
+    engine.lookup(name, None)
     return {"name": name, "ready": True}

@@ -18,11 +18,12 @@ Indices are 0-based frame numbers in decode order, always clamped to ``[0, n-1]`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 
-__all__ = ["sample_segment_indices"]
+__all__ = ["index_chooser", "sample_segment_indices"]
 
 
 def sample_segment_indices(
@@ -64,3 +65,15 @@ def sample_segment_indices(
     else:
         raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
     return [min(max(i, 0), n - 1) for i in idx]
+
+
+def index_chooser(num_segments: int, num_clips: int) -> Callable[[int], list[list[int]]]:
+    """The ``choose_indices`` callback for ``probe_and_decode``: TSN test sampling, one list per clip."""
+
+    def choose(num_frames: int) -> list[list[int]]:
+        return [
+            sample_segment_indices(num_frames, num_segments, "test", clip_index=k, num_clips=num_clips)
+            for k in range(num_clips)
+        ]
+
+    return choose

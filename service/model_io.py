@@ -1,4 +1,4 @@
-"""Frames -> graph input, and graph outputs -> the response's numbers.
+"""Numpy in and out of a graph: decoded frames -> graph input, graph outputs -> the response's numbers.
 
 The graph takes uint8 RGB (N, T, S, S, 3) already resized (short side ``resize_short_side``) and
 cropped to S = ``input_size``; normalisation happens inside the graph. One request becomes
@@ -8,25 +8,12 @@ multi-clip, multi-crop testing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from export.metadata import DEPENDENCY_WEIGHTS, PROBS, GraphMetadata
-from service.sampling import sample_segment_indices
-from service.video import resize_short_side_center_crop, three_crops
-
-
-def index_chooser(num_segments: int, num_clips: int) -> Callable[[int], list[list[int]]]:
-    """The ``choose_indices`` callback for ``probe_and_decode``: TSN test sampling, one list per clip."""
-
-    def choose(num_frames: int) -> list[list[int]]:
-        return [
-            sample_segment_indices(num_frames, num_segments, "test", clip_index=k, num_clips=num_clips)
-            for k in range(num_clips)
-        ]
-
-    return choose
+from videocore.contract import DEPENDENCY_WEIGHTS, GraphMetadata
+from videocore.views import resize_short_side_center_crop, three_crops
 
 
 def model_input(clips: Sequence[np.ndarray], meta: GraphMetadata, crops: int) -> np.ndarray:
@@ -76,4 +63,4 @@ def dependency_summary(outputs: dict[str, np.ndarray], meta: GraphMetadata) -> d
     return {"branches": branches, "blocks": blocks, "stages": stages}
 
 
-__all__ = ["PROBS", "dependency_summary", "index_chooser", "model_input", "top_predictions"]
+__all__ = ["dependency_summary", "model_input", "top_predictions"]

@@ -1,7 +1,7 @@
 """What an exported graph says about itself: the ONNX ``metadata_props`` contract.
 
-Written by the export stage, read by the service (and by any other runtime); torch-free so the
-service can import it. Every value is a string; structured values are JSON.
+Written by the export stage, read by the service and the evaluator (and by any other runtime). Every
+value is a string; structured values are JSON.
 
 Graph contract:
 - input ``frames``: uint8 RGB (N, T, S, S, 3), N dynamic; the frames are already resized (short
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 INPUT_NAME = "frames"
 LOGITS = "logits"
@@ -30,7 +30,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def test_resize_short_side(input_size: int) -> int:
+def eval_resize_short_side(input_size: int) -> int:
     """The paper's test resize, 256 for a 224 crop, scaled to other crop sizes."""
     return round(input_size * 256 / 224)
 
@@ -60,7 +60,6 @@ class GraphMetadata:
     # The frame count a request that names none is served at: the one the model card's accuracy is
     # measured at. None (older exports): the service uses the smallest frame count exported.
     default_frames: int | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -94,7 +93,6 @@ class GraphMetadata:
         }
         if self.default_frames is not None:
             props["default_frames"] = str(self.default_frames)
-        props.update(self.extra)
         return props
 
     @classmethod

@@ -1,0 +1,200 @@
+"""The classify pipeline: admission -> upload -> decode (in the pool) -> inference -> response.
+
+Data flows one way: bytes -> frames -> tensor -> engine -> response. The route only builds
+:class:`ClassifyOptions` and awaits :meth:`ClassifyPipeline.classify`; every refusal is a domain error
+(:mod:`service.errors`) that the app's exception handlers answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import IO
+
+import numpy as np
+from fastapi import Request
+
+from service.engine import Engine, Graph
+from service.errors import InvalidOptionError, NotReadyError, OverloadedError
+from service.model_io import dependency_summary, model_input, top_predictions
+from service.thumbnails import jpeg_thumbnails
+from service.upload import read_upload
+from videocore.contract import PROBS
+from videocore.decode import VideoInfo, VideoLimits, probe_and_decode
+from videocore.errors import VideoError
+from videocore.sampling import index_chooser
+
+RETRY_AFTER_S = 1
+NOT_READY_RETRY_AFTER_S = 5
+DEFAULT_TOP_K = 5
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """What a request asks for; ``None`` means the model's default."""
+
+    frames: int | None = None
+    top_k: int | None = None
+    clips: int = 1
+    crops: int = 1
+    model: str | None = None
+    version: str | None = None
+    thumbnails: bool = False
+
+
+@dataclass
+class _Prepared:
+    info: VideoInfo
+    indices: list[list[int]]
+    timestamps_s: list[list[float]]
+    batch: np.ndarray
+    decode_ms: float
+    preprocess_ms: float
+    thumbnails: dict[str, object] | None
+
+
+def _decode_and_prepare(
+    upload: IO[bytes],
+    graph: Graph,
+    options: ClassifyOptions,
+    limits: VideoLimits,
+    thumbnail_height: int | None,
+) -> _Prepared:
+    """Runs in the decode thread pool. ``thumbnail_height``: None for no thumbnails."""
+    started = time.perf_counter()
+    decoded = probe_and_decode(
+        upload,
+        index_chooser(graph.meta.frames, options.clips),
+        limits,
+        resize_short_side=graph.meta.resize_short_side,
+    )
+    decoded_at = time.perf_counter()
+    batch = model_input(decoded.clips, graph.meta, options.crops)
+    done = time.perf_counter()
+    thumbnails = None
+    if thumbnail_height is not None:
+        made = jpeg_thumbnails(decoded.clips, thumbnail_height)
+        thumbnails = {
+            "format": "jpeg",
+            "width": made.width,
+            "height": made.height,
+            "clips": made.clips,
+            "encode_ms": round((time.perf_counter() - done) * 1000.0, 3),
+        }
+    return _Prepared(
+        decoded.info,
+        [list(map(int, idx)) for idx in decoded.indices],
+        [[round(float(t), 6) for t in ts] for ts in decoded.timestamps_s],
+        batch,
+        (decoded_at - started) * 1000.0,
+        (done - decoded_at) * 1000.0,
+        thumbnails,
+    )
+
+
+def video_summary(info: VideoInfo) -> dict[str, object]:
+    return {
+        "container": str(info.container),
+        "codec": str(info.codec),
+        "width": int(info.width),
+        "height": int(info.height),
+        "fps": None if info.fps is None else float(info.fps),
+        "duration_s": None if info.duration_s is None else float(info.duration_s),
+        "frames": int(info.frames),
+        "rotation": int(info.rotation or 0),
+    }
+
+
+class ClassifyPipeline:
+    """One per app: built in the lifespan with the engine, the decode pool and the limits."""
+
+    def __init__(self, engine: Engine, decode_pool: Executor) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.metrics = engine.metrics
+        self.decode_pool = decode_pool
+        self.limits = VideoLimits(
+            max_bytes=self.settings.max_upload_bytes,
+            max_pixels=self.settings.max_pixels,
+            max_duration_s=self.settings.max_duration_s,
+            max_decoded_frames=self.settings.max_decoded_frames,
+            timeout_s=self.settings.decode_timeout_s,
+        )
+
+    def _validate(self, options: ClassifyOptions) -> tuple[Graph, int]:
+        """The graph to run and the top_k to answer with; raises before any slot or byte is taken."""
+        if not self.engine.ready:
+            raise NotReadyError(
+                "the service is not ready (models loading or shutting down)", NOT_READY_RETRY_AFTER_S
+            )
+        if options.crops not in (1, 3):
+            raise InvalidOptionError(f"crops must be 1 or 3, not {options.crops}")
+        if options.clips > self.settings.max_clips:
+            raise InvalidOptionError(
+                f"clips must be between 1 and {self.settings.max_clips}, not {options.clips}"
+            )
+        graph = self.engine.resolve(options.model, options.version, options.frames)
+        num_classes = graph.meta.num_classes
+        if options.top_k is None:
+            return graph, min(DEFAULT_TOP_K, num_classes)
+        if options.top_k > num_classes:
+            raise InvalidOptionError(f"top_k must be between 1 and {num_classes} for model {graph.name!r}")
+        return graph, options.top_k
+
+    async def _prepare(self, request: Request, graph: Graph, options: ClassifyOptions) -> _Prepared:
+        upload = await read_upload(request, self.settings.max_upload_bytes)
+        thumbnail_height = self.settings.thumbnail_height if options.thumbnails else None
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self.decode_pool, _decode_and_prepare, upload, graph, options, self.limits, thumbnail_height
+            )
+        except VideoError as error:
+            self.metrics.decode_failures.labels(type(error).__name__).inc()
+            raise
+        finally:
+            upload.close()
+
+    async def classify(self, request: Request, options: ClassifyOptions) -> dict[str, object]:
+        started = time.perf_counter()
+        graph, top_k = self._validate(options)
+        if not self.engine.try_admit():
+            self.metrics.rejected.inc()
+            raise OverloadedError(
+                f"overloaded: {self.settings.max_queue} requests already in flight; "
+                f"retry after {RETRY_AFTER_S} s",
+                RETRY_AFTER_S,
+            )
+        try:
+            prepared = await self._prepare(request, graph, options)
+            result = await self.engine.infer(graph, prepared.batch)
+        finally:
+            self.engine.release()
+
+        timings = {
+            "decode": prepared.decode_ms,
+            "preprocess": prepared.preprocess_ms,
+            "queue": result.queue_ms,
+            "inference": result.inference_ms,
+            "total": (time.perf_counter() - started) * 1000.0,
+        }
+        for stage, ms in timings.items():
+            self.metrics.stage_latency.labels(stage).observe(ms / 1000.0)
+        response: dict[str, object] = {
+            "model": {
+                "name": graph.name,
+                "version": graph.version,
+                "frames": graph.frames,
+                "provider": graph.provider,
+            },
+            "predictions": top_predictions(result.outputs[PROBS], graph.meta.labels, top_k),
+            "dependency_weights": dependency_summary(result.outputs, graph.meta),
+            "video": video_summary(prepared.info),
+            "sampled": {"indices": prepared.indices, "timestamps_s": prepared.timestamps_s},
+            "timings_ms": {k: round(v, 3) for k, v in timings.items()},
+        }
+        if prepared.thumbnails is not None:
+            response["thumbnails"] = prepared.thumbnails
+        return response
