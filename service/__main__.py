@@ -13,8 +13,10 @@ import signal
 import sys
 import time
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 from uvicorn.config import STARTUP_FAILURE
 
@@ -31,13 +33,14 @@ class DrainingServer(uvicorn.Server):
     request is answered (or ``drain_s`` has passed) uvicorn's own graceful shutdown runs. A second
     signal skips the rest of the drain."""
 
-    def __init__(self, config: uvicorn.Config, drain_s: float) -> None:
+    def __init__(self, app: FastAPI, config: uvicorn.Config, drain_s: float) -> None:
         super().__init__(config)
+        self.app = app
         self.drain_s = drain_s
         self.drain_deadline: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        engine = getattr(self.config.app.state, "engine", None)
+        engine = getattr(self.app.state, "engine", None)
         if self.drain_deadline is None and self.drain_s > 0 and engine is not None and engine.ready:
             self._captured_signals.append(sig)  # re-raised after serving, as uvicorn does
             engine.ready = False
@@ -48,7 +51,7 @@ class DrainingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_deadline is not None and not self.should_exit:
-            engine = self.config.app.state.engine
+            engine = self.app.state.engine
             if engine.inflight == 0 or time.monotonic() >= self.drain_deadline:
                 log.info("drained (%d still in flight); shutting down", engine.inflight)
                 self.should_exit = True
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", help="overrides SDA_LOG_LEVEL")
     args = parser.parse_args(argv)
 
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}
     if args.models:
         overrides["models_dir"] = args.models
     if args.log_level:
@@ -79,14 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
     )
-    server = DrainingServer(config, settings.shutdown_drain_s)
+    server = DrainingServer(app, config, settings.shutdown_drain_s)
     server.run()
     if not server.started:  # the lifespan failed (no models, corrupt graph, ...): uvicorn's exit code
         return STARTUP_FAILURE

@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "ready: %d graph(s) of %s on %s",
             len(engine.graphs),
             ", ".join(engine.model_names),
-            engine.providers_summary()["active"],
+            engine.active_providers,
         )
         try:
             yield

@@ -47,7 +47,9 @@ class _Item:
         return int(self.array.shape[0])
 
 
-def _resolve(future: asyncio.Future[BatchResult], result: BatchResult | None, error: BaseException | None):
+def _resolve(
+    future: asyncio.Future[BatchResult], result: BatchResult | None, error: BaseException | None
+) -> None:
     if future.done():  # the request went away (client disconnected, cancelled)
         return
     if error is not None:

@@ -47,11 +47,12 @@ class Client:
             except ValueError:
                 detail = response.text
             raise ServiceError(response.status_code, detail)
-        return response.json()
+        body: dict[str, Any] = response.json()
+        return body
 
     def classify(
         self,
-        video: str | os.PathLike | bytes,
+        video: str | os.PathLike[str] | bytes,
         *,
         frames: int | None = None,
         top_k: int | None = None,
@@ -66,7 +67,7 @@ class Client:
             if value is not None:
                 params[key] = value
         if isinstance(video, bytes):
-            files = {"file": ("video", video, "application/octet-stream")}
+            files: dict[str, tuple[str, Any, str]] = {"file": ("video", video, "application/octet-stream")}
             return self._json(self._http.post("/classify", params=params, files=files))
         path = Path(video)
         with path.open("rb") as f:

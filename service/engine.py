@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes.util
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -279,7 +279,7 @@ class Engine:
             graph.warmup_ms,
         )
 
-    def _batch_observer(self, graph: Graph):
+    def _batch_observer(self, graph: Graph) -> Callable[[int, int, float], None]:
         label = f"{graph.name}/{graph.version}/{graph.frames}f"
         rows_hist = self.metrics.batch_rows.labels(label)
         reqs_hist = self.metrics.batch_requests.labels(label)
@@ -374,11 +374,14 @@ class Engine:
         finally:
             gauge.dec()
 
+    @property
+    def active_providers(self) -> list[str]:
+        return sorted({g.provider for g in self.graphs.values()})
+
     def providers_summary(self) -> dict[str, object]:
-        actual = sorted({g.provider for g in self.graphs.values()})
         return {
             "requested": self.requested_providers,
-            "active": actual,
+            "active": self.active_providers,
             "available": ort.get_available_providers(),
             "fallback": any(g.fallback for g in self.graphs.values()),
         }

@@ -9,6 +9,7 @@ multi-clip, multi-crop testing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def top_predictions(probs: np.ndarray, labels: Sequence[str], top_k: int) -> lis
     return [{"index": int(i), "label": labels[int(i)], "score": float(mean[i])} for i in order]
 
 
-def dependency_summary(outputs: dict[str, np.ndarray], meta: GraphMetadata) -> dict[str, list]:
+def dependency_summary(outputs: dict[str, np.ndarray], meta: GraphMetadata) -> dict[str, list[Any]]:
     """Per block and per ResNet stage mean SDA branch weights (mean over the request's rows)."""
     if not meta.has_dependency_weights or DEPENDENCY_WEIGHTS not in outputs:
         return {"branches": [], "blocks": [], "stages": []}

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
+
+# FastAPI's ``responses=`` documentation of error statuses
+Responses = dict[int | str, dict[str, Any]]
 
 
 class ErrorBody(BaseModel):

@@ -9,7 +9,8 @@ ever held.
 from __future__ import annotations
 
 import tempfile
-from typing import IO
+from collections.abc import Callable
+from typing import IO, TypeVar
 
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -18,6 +19,8 @@ from starlette.requests import ClientDisconnect
 FILE_FIELD = "file"
 SPOOL_BYTES = 4 * 1024 * 1024
 MULTIPART_OVERHEAD = 64 * 1024  # headers, boundaries and small extra fields of a multipart body
+
+T = TypeVar("T")
 
 
 def _too_large(limit: int) -> HTTPException:
@@ -88,10 +91,54 @@ class _MultipartSink:
         self._in_file = False
 
 
-async def read_upload(request: Request, limit: int) -> IO[bytes]:
-    """The uploaded video as a file positioned at 0 (caller closes it); raises HTTPException."""
-    if request.headers.get("content-length") == "0":
-        raise HTTPException(422, "the upload is empty")
+class _RawBody:
+    """A raw video body: every byte is the video."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.out.write(chunk)
+        self.size += len(chunk)
+
+    def finish(self) -> int:
+        return self.size
+
+
+class _MultipartBody:
+    """A multipart/form-data body: the ``file`` part is the video, other parts are ignored."""
+
+    def __init__(self, out: IO[bytes], limit: int, boundary: bytes | None) -> None:
+        if not boundary:
+            raise HTTPException(422, "multipart/form-data content type without a boundary")
+        self.sink = _MultipartSink(out, limit)
+        self.parser = _malformed_is_422(
+            lambda: MultipartParser(boundary, self.sink.callbacks())  # type: ignore[arg-type]
+        )
+
+    def write(self, chunk: bytes) -> None:
+        _malformed_is_422(lambda: self.parser.write(chunk))
+
+    def finish(self) -> int:
+        _malformed_is_422(self.parser.finalize)
+        if not self.sink.found:
+            fields = ", ".join(repr(f) for f in self.sink.fields) or "none"
+            raise HTTPException(422, f"multipart form has no '{FILE_FIELD}' field (fields sent: {fields})")
+        return self.sink.size
+
+
+def _malformed_is_422(step: Callable[[], T]) -> T:
+    try:
+        return step()
+    except HTTPException:
+        raise
+    except Exception as error:
+        raise HTTPException(422, f"malformed multipart body: {error}") from error
+
+
+def _content_type(request: Request) -> tuple[bool, dict[bytes, bytes]]:
+    """(is multipart, content-type parameters); 415 for a type that cannot carry a video."""
     content_type, params = parse_options_header(request.headers.get("content-type"))
     mime = content_type.decode("latin-1").lower()
     is_multipart = mime == "multipart/form-data"
@@ -102,6 +149,14 @@ async def read_upload(request: Request, limit: int) -> IO[bytes]:
             f"unsupported content type {shown!r}: send multipart/form-data with the video in a '{FILE_FIELD}'"
             " field, or the raw video with a video/* or application/octet-stream content type",
         )
+    return is_multipart, params
+
+
+async def read_upload(request: Request, limit: int) -> IO[bytes]:
+    """The uploaded video as a file positioned at 0 (caller closes it); raises HTTPException."""
+    if request.headers.get("content-length") == "0":
+        raise HTTPException(422, "the upload is empty")
+    is_multipart, params = _content_type(request)
     body_limit = limit + MULTIPART_OVERHEAD if is_multipart else limit
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > body_limit:
@@ -109,44 +164,15 @@ async def read_upload(request: Request, limit: int) -> IO[bytes]:
 
     out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
     try:
+        body = _MultipartBody(out, limit, params.get(b"boundary")) if is_multipart else _RawBody(out)
         received = 0
-        sink: _MultipartSink | None = None
-        parser: MultipartParser | None = None
-        if is_multipart:
-            boundary = params.get(b"boundary")
-            if not boundary:
-                raise HTTPException(422, "multipart/form-data content type without a boundary")
-            sink = _MultipartSink(out, limit)
-            parser = MultipartParser(boundary, sink.callbacks())  # type: ignore[arg-type]
         async for chunk in request.stream():
-            if not chunk:
-                continue
             received += len(chunk)
             if received > body_limit:
                 raise _too_large(limit)
-            if parser is not None:
-                try:
-                    parser.write(chunk)
-                except HTTPException:
-                    raise
-                except Exception as error:
-                    raise HTTPException(422, f"malformed multipart body: {error}") from error
-            else:
-                out.write(chunk)
-        if parser is not None and sink is not None:
-            try:
-                parser.finalize()
-            except Exception as error:
-                raise HTTPException(422, f"malformed multipart body: {error}") from error
-            if not sink.found:
-                fields = ", ".join(repr(f) for f in sink.fields) or "none"
-                raise HTTPException(
-                    422, f"multipart form has no '{FILE_FIELD}' field (fields sent: {fields})"
-                )
-            size = sink.size
-        else:
-            size = received
-        if size == 0:
+            if chunk:
+                body.write(chunk)
+        if body.finish() == 0:
             raise HTTPException(422, "the upload is empty")
         out.seek(0)
         return out

@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import av
 import numpy as np
@@ -80,7 +80,7 @@ _AV_ERRORS: tuple[type[BaseException], ...] = (
     UnicodeDecodeError,
 )
 
-Source = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO | IO[bytes]
 IndexChooser = Callable[[int], Sequence[Sequence[int]]]
 
 
@@ -179,7 +179,7 @@ def _check_size(size: int, limits: VideoLimits) -> None:
         raise InputTooLargeError(size, limits.max_bytes)
 
 
-def _as_input(source: Source, limits: VideoLimits) -> str | BinaryIO:
+def _as_input(source: Source, limits: VideoLimits) -> str | IO[bytes]:
     if isinstance(source, bytes | bytearray | memoryview):
         _check_size(memoryview(source).nbytes, limits)
         return io.BytesIO(source)
@@ -247,7 +247,9 @@ class _Packets:
     duration_s: float | None
 
 
-def _read_packets(container: Any, stream: Any, limits: VideoLimits, deadline: _Deadline, warnings: list[str]):
+def _read_packets(
+    container: Any, stream: Any, limits: VideoLimits, deadline: _Deadline, warnings: list[str]
+) -> tuple[list[Any], int]:
     packets: list[Any] = []
     last_duration = 0
     try:

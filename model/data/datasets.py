@@ -1,5 +1,5 @@
 """Datasets: TSN frame-folder lists, video lists, Something-Something V2, Diving48, class folders,
-and the synthetic temporal-reasoning set. Videos decode through the service's PyAV code
+and the synthetic temporal-reasoning set. Videos decode through the shared core's PyAV code
 (``videocore.decode.probe_and_decode``) and sample with its TSN sampler, so train and serve agree.
 
 Every dataset yields ``(views, label)``: ``views`` is uint8 (V, T, S, S, 3) — one view in training,

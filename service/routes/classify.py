@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from service.deps import Pipeline
 from service.pipeline import ClassifyOptions
 from service.routes.auth import require_api_key
-from service.schemas import ClassifyResponse, ErrorBody
+from service.schemas import ClassifyResponse, ErrorBody, Responses
 from service.upload import FILE_FIELD
 
 router = APIRouter(tags=["classify"], dependencies=[Depends(require_api_key)])
@@ -30,7 +30,7 @@ _BODY_DOC = {
     }
 }
 
-_ERRORS = {
+_ERRORS: Responses = {
     code: {"model": ErrorBody, "description": text}
     for code, text in {
         401: "API key missing or wrong",

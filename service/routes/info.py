@@ -16,12 +16,13 @@ from service.schemas import (
     HealthResponse,
     ModelsResponse,
     ReadyResponse,
+    Responses,
     V2ModelMetadata,
 )
 from videocore.contract import INPUT_NAME
 
-NOT_READY = {503: {"model": ErrorBody, "description": "not ready"}}
-UNKNOWN_MODEL = {404: {"model": ErrorBody, "description": "unknown model or version"}}
+NOT_READY: Responses = {503: {"model": ErrorBody, "description": "not ready"}}
+UNKNOWN_MODEL: Responses = {404: {"model": ErrorBody, "description": "unknown model or version"}}
 
 probes = APIRouter(tags=["health"])
 models = APIRouter(
@@ -50,7 +51,7 @@ async def health(request: Request) -> dict[str, object]:
             "max_queue": request.app.state.settings.max_queue,
         }
     summary = engine.providers_summary()
-    active = summary["active"]
+    active = engine.active_providers
     return {
         "status": "ok",
         "ready": engine.ready,
