@@ -23,15 +23,19 @@ RUN apt-get update \
 
 WORKDIR /app
 
-# Dependencies first (cached while only the code changes): the [serve] extra of pyproject.toml,
-# i.e. fastapi, uvicorn, PyAV, onnxruntime-gpu, prometheus-client, httpx. The project itself is
-# installed from source, its dependency ranges live in pyproject.toml (DL3013 does not apply).
-COPY pyproject.toml README.md ./
-COPY export/__init__.py export/metadata.py export/
-COPY service/ service/
-# hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[serve]" \
+# Dependencies first, pinned by requirements/serve.lock (`make lock` resolves it from the [serve]
+# extra of pyproject.toml; a test fails when the two disagree): this layer is rebuilt only when the
+# lock changes, not when the code does.
+COPY requirements/serve.lock requirements/serve.lock
+RUN pip install --no-cache-dir -r requirements/serve.lock \
     && python -c "import onnxruntime, av, fastapi; print('onnxruntime', onnxruntime.__version__)"
+
+# The code last: a code change rebuilds only these layers. --no-deps: everything is installed above.
+COPY pyproject.toml README.md ./
+COPY videocore/ videocore/
+COPY service/ service/
+RUN pip install --no-cache-dir --no-deps . \
+    && python -c "import sys, service.app; sys.exit('torch' in sys.modules)"
 
 # The embedded default model (models/<name>/<version>/model-{T}f.onnx + model.json); mount another
 # repository over /models to serve other models.

@@ -9,6 +9,7 @@ are missing; a session asked for CUDA then logs an error and runs on the CPU. On
 from __future__ import annotations
 
 import ctypes.util
+import importlib.util
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -36,12 +37,31 @@ class StartupError(RuntimeError):
     """The engine cannot serve (no graphs, bad graph, GPU required but absent)."""
 
 
+def cuda_libraries_found() -> bool:
+    """Whether the libraries ONNX Runtime's CUDA provider loads (CUDA runtime and cuDNN) can be found:
+    in the system's library path (the CUDA container images) or as NVIDIA's pip wheels."""
+    if ctypes.util.find_library("cudart") and ctypes.util.find_library("cudnn"):
+        return True
+    try:
+        return all(importlib.util.find_spec(f"nvidia.{lib}") is not None for lib in ("cuda_runtime", "cudnn"))
+    except ModuleNotFoundError:  # no ``nvidia`` namespace package at all
+        return False
+
+
 def resolve_providers(requested: Sequence[str]) -> list[str]:
     """The provider list handed to ONNX Runtime (always ending with the CPU provider)."""
     requested = [p.strip() for p in requested if p.strip()]
     if not requested or [p.lower() for p in requested] == ["auto"]:
         available = ort.get_available_providers()
         chosen = []
+        if CUDA in available and not cuda_libraries_found():
+            # onnxruntime-gpu lists CUDA even where its libraries are missing; asking for it then
+            # prints ONNX Runtime errors for every graph before the same CPU fallback.
+            log.warning(
+                "onnxruntime-gpu is installed but the CUDA runtime / cuDNN libraries are not found: "
+                "serving on the CPU (install plain onnxruntime, the [serve-cpu] extra, on CPU-only hosts)"
+            )
+            return [CPU]
         # The TensorRT provider needs libnvinfer besides CUDA; asking for it without the library
         # only adds an error to the log before the same CUDA fallback.
         if TENSORRT in available and ctypes.util.find_library("nvinfer"):

@@ -14,7 +14,7 @@ from conftest import ROOT, free_port, server_command, server_env, start_server
 
 from service.batching import DynamicBatcher
 from service.core.config import Settings
-from service.engine import CPU, CUDA, StartupError, resolve_providers
+from service.engine import CPU, CUDA, StartupError, cuda_libraries_found, resolve_providers
 from service.repository import RepositoryError, latest_version_dir
 
 
@@ -86,8 +86,8 @@ def test_batcher_fails_requests_when_the_run_fails():
 def test_provider_resolution():
     auto = resolve_providers(["auto"])
     assert auto[-1] == CPU
-    if CUDA in ort.get_available_providers():  # onnxruntime-gpu claims CUDA even without a GPU
-        assert CUDA in auto
+    # onnxruntime-gpu claims CUDA even where its libraries are missing: auto asks only when they exist
+    assert (CUDA in auto) == (CUDA in ort.get_available_providers() and cuda_libraries_found())
     assert resolve_providers(["CUDAExecutionProvider"]) == [CUDA, CPU]
     assert resolve_providers(["CPUExecutionProvider"]) == [CPU]
     with pytest.raises(StartupError, match="unknown execution provider"):
