@@ -114,7 +114,7 @@ def settings_trial(path: Path, meta: GraphMetadata, budget_s: float, min_repeats
     """ORT's CPU knobs at batch 1: optimisation level x intra-op threads. The winner is reported."""
     frames = random_clips(1, meta)
     cores = os.cpu_count() or 1
-    # ORT_DISABLE_ALL is left out: ~1.4x slower than basic on R50 (platform notes), and a trial costs ~10 s.
+    # ORT_DISABLE_ALL is left out: it is far slower than basic on R50, and a trial costs ~10 s.
     trials = [(level, cores, True) for level in ("basic", "extended", "all")]
     trials += [("all", 1, True), ("all", cores, False)]
     results = []

@@ -189,7 +189,9 @@ class SDA(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Initialisation of the authors' code (see the reference notes)."""
+        """Initialisation of the authors' released code, so a model trained from scratch starts where theirs
+        did: Kaiming for the reduce and branch convs, Xavier for the expand conv, N(0, 0.001) for the
+        long-range branch's conv."""
         nn.init.kaiming_normal_(self.reduce.weight, mode="fan_out", nonlinearity="relu")
         nn.init.xavier_normal_(self.expand.weight)
         for branch in self.branches:

@@ -94,10 +94,6 @@ class DynamicBatcher:
             self._thread.join(timeout)
             self._started = False
 
-    @property
-    def depth(self) -> int:
-        return self._queue.qsize()
-
     async def submit(self, array: np.ndarray) -> BatchResult:
         if not self._started:
             raise RuntimeError(f"batcher {self.name} is not running")

@@ -131,7 +131,8 @@ def test_s122_unpooling_at_7x7_averages_neighbours() -> None:
     from model.sda import adaptive_avg_pool_hw
 
     up = adaptive_avg_pool_hw(pooled, 7, 7)[0, 0, 0, :, 0]
-    # [a, a, (a+b)/2, b, (b+c)/2, c, c] as in the reference notes; nearest-neighbour would differ
+    # [a, a, (a+b)/2, b, (b+c)/2, c, c]: PyTorch's adaptive average pooling 3 -> 7, which the authors'
+    # S122 branch uses to upsample; nearest-neighbour would differ
     assert up.tolist() == [1.0, 1.0, 1.5, 2.0, 3.0, 4.0, 4.0]
     assert branch.pool_hw == 2
 
