@@ -28,7 +28,7 @@ import torch
 from model.checkpoint import load_checkpoint
 from model.evaluate import evaluate_on_fresh_clips
 from model.preprocess import normalize_frames
-from model.train import main as train_main
+from model.train import TrainingError, parse_args, train
 from videocore.contract import eval_resize_short_side
 
 # (row name, architecture, extra train options): Table 1's rows, in its order.
@@ -66,6 +66,57 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_variant(
+    args: argparse.Namespace,
+    name: str,
+    arch: str,
+    extra: tuple[str, ...],
+    train_options: list[str],
+    size: int,
+    frames: int,
+) -> dict[str, Any]:
+    """Train one row's model (or resume it, or reuse its finished result) and score it on fresh clips."""
+    run = args.out / slug(name)
+    result_path = run / "heldout.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    print(f"== {name}: training {arch} {' '.join(extra)}", flush=True)
+    # A variant trained before an interruption resumes from its last epoch (or, when its training
+    # had finished, goes straight to scoring).
+    resume = ["--resume", str(run / "last.pt")] if (run / "last.pt").exists() else []
+    train(
+        parse_args(
+            ["--dataset", "synthetic", "--arch", arch, *extra, *train_options, "--out", str(run), *resume]
+        )
+    )
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    train_seconds = sum(row["seconds"] for row in epochs)  # training epochs only, without validation
+    model, _ = load_checkpoint(run / "last.pt")
+    scores = evaluate_on_fresh_clips(
+        torch_predictor(model),
+        frames=frames,
+        resize_short_side=eval_resize_short_side(size),
+        input_size=size,
+        clips=args.eval_clips,
+        seed=args.eval_seed,
+        render_short_side=160,
+        plain="--synthetic-plain" in train_options,
+    )
+    row = {
+        "name": name,
+        "arch": arch,
+        "options": [*extra, *train_options],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": round(train_seconds, 1),
+        **scores,
+    }
+    result_path.write_text(json.dumps(row, indent=2) + "\n")
+    print(
+        f"== {name}: top-1 {row['top1']:.3f}, reversed pairs {row['reversed_pair_accuracy']:.3f}", flush=True
+    )
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -83,48 +134,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    for name, arch, extra in VARIANTS:
-        if args.only and name not in args.only:
-            continue
-        run = args.out / slug(name)
-        result_path = run / "heldout.json"
-        if result_path.exists():
-            rows.append(json.loads(result_path.read_text()))
-            continue
-        print(f"== {name}: training {arch} {' '.join(extra)}", flush=True)
-        # A variant trained before an interruption resumes from its last epoch (or, when its training
-        # had finished, goes straight to scoring).
-        resume = ["--resume", str(run / "last.pt")] if (run / "last.pt").exists() else []
-        train_main(
-            ["--dataset", "synthetic", "--arch", arch, *extra, *train_options, "--out", str(run), *resume]
-        )
-        epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-        train_seconds = sum(row["seconds"] for row in epochs)  # training epochs only, without validation
-        model, _ = load_checkpoint(run / "last.pt")
-        scores = evaluate_on_fresh_clips(
-            torch_predictor(model),
-            frames=frames,
-            resize_short_side=eval_resize_short_side(size),
-            input_size=size,
-            clips=args.eval_clips,
-            seed=args.eval_seed,
-            render_short_side=160,
-            plain="--synthetic-plain" in train_options,
-        )
-        row = {
-            "name": name,
-            "arch": arch,
-            "options": [*extra, *train_options],
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "train_seconds": round(train_seconds, 1),
-            **scores,
-        }
-        result_path.write_text(json.dumps(row, indent=2) + "\n")
-        print(
-            f"== {name}: top-1 {row['top1']:.3f}, reversed pairs {row['reversed_pair_accuracy']:.3f}",
-            flush=True,
-        )
-        rows.append(row)
+    try:
+        for name, arch, extra in VARIANTS:
+            if not args.only or name in args.only:
+                rows.append(run_variant(args, name, arch, extra, train_options, size, frames))
+    except TrainingError as error:
+        print(f"python -m model.compare: {error}", file=sys.stderr)
+        return 1
     (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = markdown_table(rows)
     (args.out / "results.md").write_text(table)

@@ -7,6 +7,8 @@ Multi-GPU / multi-node: launch with ``torchrun --nproc-per-node N -m model.train
 GPUs, gloo on CPUs). Mixed precision on GPU. Checkpoints every epoch (``last.pt``, ``best.pt``;
 ``--keep-last-epochs N`` also keeps the weights after each of the last N as ``epoch<E>.pt``, for
 ``model.average``), ``--resume``; metrics to ``metrics.jsonl`` and ``curves.png``.
+A recipe can live in a TOML file (``--config configs/<model>/<stage>.toml``: keys are the long option
+names without ``--``); options given on the command line override the file's values.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import math
 import os
 import sys
 import time
+import tomllib
 from contextlib import nullcontext
+from dataclasses import dataclass
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,13 @@ from model.preprocess import normalize_frames
 from model.sda import DEFAULT_BRANCHES
 
 DATASETS = ("synthetic", "ssv2", "diving48", "video-list", "frame-list", "folders")
+LIST_READERS = {"diving48": read_diving48, "video-list": read_video_list, "frame-list": read_frame_list}
+
+
+class TrainingError(Exception):
+    """A run that cannot start or go on: options that do not fit together, a config file with an unknown
+    key or a value of the wrong kind, an ``--init`` checkpoint of another architecture, a diverged loss.
+    ``main`` prints the message and exits with status 1; library callers catch it."""
 
 
 def default_lr(name: str, frames: int) -> float:
@@ -57,7 +69,12 @@ def default_lr(name: str, frames: int) -> float:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__)
-    parser.add_argument("--config", type=Path, help="JSON file of option defaults (flags override it)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="TOML file of options (keys: the long option names without '--', e.g. configs/sda-tsm-synthetic/"
+        "stage-l.toml); options on the command line override it",
+    )
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASETS, default="synthetic")
     data.add_argument("--root", type=Path, help="dataset root (ssv2, folders) or the videos/frames root")
@@ -165,13 +182,71 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="also keep the weights after each of the last N epochs as epoch<E>.pt (for model.average)",
     )
+    run.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        default=0,
+        metavar="E",
+        help="end the run after epoch E of --epochs, the schedule still planned over --epochs (a stage "
+        "stopped early on purpose; 0: run every epoch)",
+    )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     run.add_argument("--no-progress", action="store_true")
-    args, _ = parser.parse_known_args(argv)
-    if args.config:
-        parser.set_defaults(**json.loads(args.config.read_text()))
-    return parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", type=Path)
+    path = config.parse_known_args(argv)[0].config
+    # The file's values go first, as if typed before the command line's flags, which therefore win;
+    # argparse checks their types and choices like those of any flag.
+    return parser.parse_args([*config_arguments(parser, read_config(path)), *argv] if path else argv)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The options of a TOML recipe file, e.g. ``configs/sda-tsm-synthetic/stage-l.toml``."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise TrainingError(f"--config {path}: {error.strerror or error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise TrainingError(f"--config {path}: not valid TOML: {error}") from error
+
+
+def config_arguments(parser: argparse.ArgumentParser, config: dict[str, Any]) -> list[str]:
+    """The command-line arguments that set ``config``'s options: key ``mixed-share = 0.5`` is
+    ``--mixed-share=0.5``, a list is an option's several values, ``true`` sets a switch (``false`` leaves
+    it off). A key that is no option of ``parser`` is an error that names it."""
+    actions = {
+        option[2:]: action
+        for action in parser._actions  # argparse offers no public list of its options
+        for option in action.option_strings
+        if option.startswith("--") and option not in ("--help", "--config")
+    }
+    arguments: list[str] = []
+    for key, value in config.items():
+        action = actions.get(key)
+        if action is None:
+            close = get_close_matches(key.replace("_", "-"), actions, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TrainingError(f"config: unknown key {key!r}{hint}; keys are option names without '--'")
+        arguments += _option_arguments(key, action, value)
+    return arguments
+
+
+def _option_arguments(key: str, action: argparse.Action, value: Any) -> list[str]:
+    flag = f"--{key}"
+    if action.nargs == 0:  # a switch: store_true
+        if not isinstance(value, bool):
+            raise TrainingError(f"config: {key} is a switch, true or false, not {value!r}")
+        return [flag] if value else []
+    if action.nargs in ("+", "*"):
+        if not isinstance(value, list):
+            raise TrainingError(f"config: {key} takes a list, e.g. {key} = [...], not {value!r}")
+        return [flag, *(str(item) for item in value)]
+    if isinstance(value, (list, dict)):
+        raise TrainingError(f"config: {key} takes one value, not {value!r}")
+    return [f"{flag}={value}"]
 
 
 # --------------------------------------------------------------------------- data
@@ -187,7 +262,7 @@ def parse_oversample(items: list[str]) -> dict[int, float]:
         except ValueError:
             label, factor = -1, 0.0
         if not 0 <= label < len(SyntheticDataset.labels) or not factor > 0:
-            raise SystemExit(
+            raise TrainingError(
                 f"--synthetic-oversample wants CLASS=FACTOR (class 0-11, factor > 0), not {item!r}"
             )
         factors[label] = factor
@@ -195,66 +270,62 @@ def parse_oversample(items: list[str]) -> dict[int, float]:
 
 
 def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str], dict[int, int] | None]:
-    common = {"num_frames": args.frames, "input_size": args.size}
-    train_frames = {"num_frames": max(args.frames, args.mixed_frames), "input_size": args.size}
-    evaluation = {"clips": args.eval_clips, "crops": args.eval_crops}
     if args.dataset == "synthetic":
-        train = SyntheticDataset(
-            args.train_clips,
-            train=True,
-            seed=args.seed,
-            easy_epochs=args.easy_epochs,
-            plain=args.synthetic_plain,
-            oversample=parse_oversample(args.synthetic_oversample),
-            crop_region=args.train_crop,
-            **train_frames,
-        )
-        val = SyntheticDataset(
-            args.val_clips,
-            train=False,
-            seed=args.seed + 1_000_003,
-            plain=args.synthetic_plain,
-            **common,
-            **evaluation,
-        )
-        return train, val, list(SyntheticDataset.labels), dict(SyntheticDataset.flip_pairs)
-    if args.dataset == "ssv2":
-        train_records, labels = read_something_something_v2(args.root, "train")
-        val_records, _ = read_something_something_v2(args.root, "validation")
-        flips: dict[int, int] | None = ssv2_flip_pairs(labels)
-    elif args.dataset == "folders":
-        train_records, labels = read_class_folders(Path(args.root) / "train")
-        val_records, _ = read_class_folders(Path(args.root) / "val")
-        flips = {}
-    else:
-        if not (args.train_list and args.val_list and args.labels):
-            raise SystemExit(f"--dataset {args.dataset} needs --train-list, --val-list and --labels")
-        labels = read_label_map(args.labels)
-        root = args.root or Path(".")
-        if args.dataset == "diving48":
-            train_records, val_records = (
-                read_diving48(args.train_list, root),
-                read_diving48(args.val_list, root),
-            )
-        elif args.dataset == "video-list":
-            train_records, val_records = (
-                read_video_list(args.train_list, root),
-                read_video_list(args.val_list, root),
-            )
-        else:
-            train_records, val_records = (
-                read_frame_list(args.train_list, root),
-                read_frame_list(args.val_list, root),
-            )
-        flips = {}
+        return _synthetic_datasets(args)
+    train_records, val_records, labels, flips = _read_records(args)
     if args.flip_pairs == "none":
         flips = None
     elif args.flip_pairs != "auto":
         flips = {int(k): int(v) for k, v in json.loads(args.flip_pairs).items()}
+    common = {"num_frames": args.frames, "input_size": args.size}
+    train_frames = {"num_frames": max(args.frames, args.mixed_frames), "input_size": args.size}
+    evaluation = {"clips": args.eval_clips, "crops": args.eval_crops}
     options = {"flip_pairs": flips, "image_template": args.image_template, "seed": args.seed}
     train = ClipDataset(train_records, train=True, crop_region=args.train_crop, **train_frames, **options)
     val = ClipDataset(val_records, train=False, **common, **evaluation, **options)
     return train, val, labels, flips
+
+
+def _synthetic_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str], dict[int, int]]:
+    train = SyntheticDataset(
+        args.train_clips,
+        train=True,
+        seed=args.seed,
+        easy_epochs=args.easy_epochs,
+        plain=args.synthetic_plain,
+        oversample=parse_oversample(args.synthetic_oversample),
+        crop_region=args.train_crop,
+        num_frames=max(args.frames, args.mixed_frames),
+        input_size=args.size,
+    )
+    val = SyntheticDataset(
+        args.val_clips,
+        train=False,
+        seed=args.seed + 1_000_003,
+        plain=args.synthetic_plain,
+        num_frames=args.frames,
+        input_size=args.size,
+        clips=args.eval_clips,
+        crops=args.eval_crops,
+    )
+    return train, val, list(SyntheticDataset.labels), dict(SyntheticDataset.flip_pairs)
+
+
+def _read_records(args: argparse.Namespace) -> tuple[list, list, list[str], dict[int, int]]:
+    """Train and validation records, the labels and the dataset's own flip pairs (``--flip-pairs auto``)."""
+    if args.dataset == "ssv2":
+        train_records, labels = read_something_something_v2(args.root, "train")
+        val_records, _ = read_something_something_v2(args.root, "validation")
+        return train_records, val_records, labels, ssv2_flip_pairs(labels)
+    if args.dataset == "folders":
+        train_records, labels = read_class_folders(Path(args.root) / "train")
+        val_records, _ = read_class_folders(Path(args.root) / "val")
+        return train_records, val_records, labels, {}
+    if not (args.train_list and args.val_list and args.labels):
+        raise TrainingError(f"--dataset {args.dataset} needs --train-list, --val-list and --labels")
+    read = LIST_READERS[args.dataset]
+    root = args.root or Path(".")
+    return read(args.train_list, root), read(args.val_list, root), read_label_map(args.labels), {}
 
 
 # --------------------------------------------------------------------------- optimisation
@@ -364,7 +435,7 @@ def init_from_checkpoint(model: nn.Module, path: Path) -> tuple[int, list[str]]:
     matching = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
     found, total = sum(v.numel() for v in matching.values()), sum(v.numel() for v in target.values())
     if found < total / 2:  # a new classifier loses a few percent of the numbers, not half of them
-        raise SystemExit(
+        raise TrainingError(
             f"--init {path}: tensors matching this model hold only {found / total:.0%} of its numbers "
             "(another architecture or width?)"
         )
@@ -399,18 +470,56 @@ def frames_for_batch(
     return views[:, int(rng.integers(stride)) :: stride]
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class Run:
+    """Everything one training run holds between its steps (built by ``prepare``)."""
+
+    args: argparse.Namespace
+    distributed: bool
+    rank: int
+    world: int
+    device: torch.device
+    model: VideoClassifier
+    network: nn.Module  # ``model``, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    base_lrs: list[float]
+    scaler: torch.amp.GradScaler
+    train_set: Dataset
+    val_loader: DataLoader
+    sampler: DistributedSampler | None
+    labels: list[str]
+    info: CheckpointInfo
+    start_epoch: int = 0
+    best: float = -1.0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def use_amp(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def per_process(self) -> int:
+        return max(1, self.args.batch_size // self.world)
+
+    def loader_options(self) -> dict[str, Any]:
+        return {"num_workers": self.args.workers, "pin_memory": self.use_amp, "persistent_workers": False}
+
+
+def check_options(args: argparse.Namespace) -> None:
     if args.mixed_frames and (args.mixed_frames <= args.frames or args.mixed_frames % args.frames):
-        raise SystemExit(f"--mixed-frames must be a multiple of --frames above it, not {args.mixed_frames}")
-    distributed, rank, world, device = _setup_distributed()
-    is_main = rank == 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    train_set, val_set, labels, _ = build_datasets(args)
+        raise TrainingError(
+            f"--mixed-frames must be a multiple of --frames above it, not {args.mixed_frames}"
+        )
+
+
+def build_network(args: argparse.Namespace, num_classes: int, verbose: bool) -> VideoClassifier:
+    """The model as the options describe it, with ``--zero-init-residual`` and ``--init`` applied."""
     model = build_model(
         args.arch,
-        len(labels),
+        num_classes,
         args.frames,
         branches=tuple(args.branches),
         aggregation=args.aggregation,
@@ -424,11 +533,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 nn.init.zeros_(block.bn3.weight)
     if args.init and not args.resume:
         loaded, skipped = init_from_checkpoint(model, args.init)
-        if is_main:
+        if verbose:
             names = ", ".join(skipped[:4]) + (", ..." if len(skipped) > 4 else "")
             kept = f"{len(skipped)} kept as built ({names})" if skipped else "none kept"
             print(f"initialised {loaded} tensors from {args.init}; {kept}", flush=True)
-    model = model.to(device)
+    return model
+
+
+def build_optimizer(model: nn.Module, args: argparse.Namespace) -> tuple[torch.optim.Optimizer, list[float]]:
+    """The optimizer over ``parameter_groups`` and each group's peak lr (the schedule scales them)."""
     lr = args.lr if args.lr is not None else default_lr(args.arch, args.frames)
     groups = parameter_groups(model, lr, args.weight_decay, args.sda_lr_mult)
     optimizer: torch.optim.Optimizer
@@ -436,144 +549,196 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(groups, lr=lr)
     else:
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=args.momentum)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start_epoch, best = 0, -1.0
+    return optimizer, [group["lr"] for group in optimizer.param_groups]
+
+
+def resume(run: Run) -> None:
+    """Continue from ``--resume``: weights, optimizer and scaler state, the next epoch, the best top-1."""
+    state = read_checkpoint(run.args.resume)
+    run.model.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.use_amp and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    run.start_epoch, run.best = int(state["epoch"]) + 1, float(state.get("best_top1", -1.0))
+    if run.is_main:
+        print(f"resumed from {run.args.resume} at epoch {run.start_epoch}", flush=True)
+
+
+def prepare(args: argparse.Namespace) -> Run:
+    """Step 1: processes, data, model, optimizer (resumed if asked), the output folder and its
+    ``args.json`` and ``labels.txt``."""
+    check_options(args)
+    distributed, rank, world, device = _setup_distributed()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    train_set, val_set, labels, _ = build_datasets(args)
+    model = build_network(args, len(labels), verbose=rank == 0).to(device)
+    optimizer, base_lrs = build_optimizer(model, args)
+    run = Run(
+        args=args,
+        distributed=distributed,
+        rank=rank,
+        world=world,
+        device=device,
+        model=model,
+        network=model,
+        optimizer=optimizer,
+        base_lrs=base_lrs,
+        scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
+        train_set=train_set,
+        val_loader=None,  # type: ignore[arg-type]  # set below, once the batch size per process is known
+        sampler=DistributedSampler(train_set, shuffle=True, seed=args.seed) if distributed else None,
+        labels=labels,
+        info=CheckpointInfo(
+            config=model.config, labels=labels, input_size=args.size, training_data=_describe_data(args)
+        ),
+    )
     if args.resume:
-        state = read_checkpoint(args.resume)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        if use_amp and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, best = int(state["epoch"]) + 1, float(state.get("best_top1", -1.0))
-        if is_main:
-            print(f"resumed from {args.resume} at epoch {start_epoch}", flush=True)
-    network: nn.Module = model
+        resume(run)
     if distributed:
-        network = nn.parallel.DistributedDataParallel(
+        run.network = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    per_process = max(1, args.batch_size // world)
-    sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed) if distributed else None
-    loader_options = {
-        "num_workers": args.workers,
-        "pin_memory": device.type == "cuda",
-        "persistent_workers": False,
-    }
-    val_loader = DataLoader(val_set, batch_size=per_process, shuffle=False, **loader_options)
+    run.val_loader = DataLoader(val_set, batch_size=run.per_process, shuffle=False, **run.loader_options())
     args.out.mkdir(parents=True, exist_ok=True)
-    metrics_path = args.out / "metrics.jsonl"
-    if is_main:
+    if run.is_main:
         (args.out / "args.json").write_text(
             json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=2)
         )
         (args.out / "labels.txt").write_text("\n".join(labels) + "\n")
-    info = CheckpointInfo(
-        config=model.config, labels=labels, input_size=args.size, training_data=_describe_data(args)
+    return run
+
+
+def train_step(run: Run, views: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator) -> tuple:
+    """One optimizer step on one batch (the lr already set); returns the loss, the logits and the
+    gradient norm before clipping."""
+    args = run.args
+    clips = frames_for_batch(views[:, 0], args.frames, rng, args.mixed_share)
+    inputs = normalize_frames(clips.to(run.device, non_blocking=True))
+    with torch.autocast("cuda", dtype=torch.float16) if run.use_amp else nullcontext():
+        logits = run.network(inputs)
+        loss = F.cross_entropy(logits.float(), targets)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)
+    grad_norm = nn.utils.clip_grad_norm_(run.model.parameters(), args.clip_grad)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return loss, logits, grad_norm
+
+
+def train_epoch(run: Run, epoch: int) -> dict[str, Any]:
+    """Step 2: one epoch over fresh training clips; returns its metrics row (lr, loss, top-1, speed).
+    A loss that is not finite is a ``TrainingError``."""
+    args = run.args
+    run.train_set.set_epoch(epoch)  # fresh crops/frames (and synthetic clips) every epoch
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+    frames_rng = np.random.default_rng([args.seed, epoch, run.rank])
+    loader = DataLoader(
+        run.train_set,
+        batch_size=run.per_process,
+        sampler=run.sampler,
+        shuffle=run.sampler is None,
+        drop_last=True,
+        generator=generator if run.sampler is None else None,
+        **run.loader_options(),
     )
+    steps = len(loader) if not args.max_steps else min(args.max_steps, len(loader))
+    run.network.train()
+    started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+    bar = tqdm(
+        total=steps,
+        desc=f"epoch {epoch + 1}/{args.epochs}",
+        disable=not run.is_main or args.no_progress,
+        dynamic_ncols=True,
+    )
+    for step, (views, targets) in enumerate(loader):
+        if step >= steps:
+            break
+        factor = learning_rate_factor(
+            epoch + step / steps, args.lr_steps, args.warmup_epochs, args.schedule, args.epochs
+        )
+        for group, base in zip(run.optimizer.param_groups, run.base_lrs, strict=True):
+            group["lr"] = base * factor
+        targets = targets.to(run.device, non_blocking=True)
+        loss, logits, grad_norm = train_step(run, views, targets, frames_rng)
+        seen += len(targets)
+        loss_sum += loss.item() * len(targets)
+        correct += (logits.argmax(dim=1) == targets).sum().item()
+        bar.set_postfix(
+            loss=f"{loss_sum / seen:.3f}",
+            acc=f"{correct / seen:.3f}",
+            clips_s=f"{seen * run.world / (time.perf_counter() - started):.1f}",
+            lr=f"{run.base_lrs[0] * factor:.4g}",
+            gnorm=f"{float(grad_norm):.1f}",
+        )
+        bar.update()
+    bar.close()
+    row: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "lr": run.base_lrs[0]
+        * learning_rate_factor(epoch, args.lr_steps, args.warmup_epochs, args.schedule, args.epochs),
+        "train_loss": loss_sum / max(seen, 1),
+        "train_top1": correct / max(seen, 1),
+        "train_clips_per_s": seen * run.world / (time.perf_counter() - started),
+        "seconds": time.perf_counter() - started,
+    }
+    if not math.isfinite(row["train_loss"]):
+        raise TrainingError(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']})")
+    return row
+
+
+def evaluate_and_checkpoint(run: Run, epoch: int, row: dict[str, Any], last: bool) -> dict[str, Any] | None:
+    """Step 3 (rank 0): validation when due (``--eval-every``, and after the ``last`` epoch), the metrics
+    row, the curves, ``last.pt``, ``best.pt`` and ``epoch<E>.pt``; returns the scores when it evaluated."""
+    args, result = run.args, None
+    if (epoch + 1) % args.eval_every == 0 or last:
+        scores = evaluate(run.model, run.val_loader, run.device, len(run.labels))
+        row.update({"val_top1": scores["top1"], "val_top5": scores["top5"], "val_loss": scores["loss"]})
+        result = {**scores, "epoch": epoch + 1}
+        (args.out / "eval.json").write_text(json.dumps(result) + "\n")
+        print(
+            f"epoch {epoch + 1}: val top-1 {scores['top1']:.3f} top-5 {scores['top5']:.3f} "
+            f"({scores['count']} clips)",
+            flush=True,
+        )
+    metrics_path = args.out / "metrics.jsonl"
+    with metrics_path.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    plot_curves(metrics_path, args.out / "curves.png")
+    run.info.epoch = epoch
+    top1 = row.get("val_top1", -1.0)
+    state = {
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "best_top1": max(run.best, top1),
+        "metrics": row,
+    }
+    save_checkpoint(args.out / "last.pt", run.model, run.info, **state)
+    if top1 > run.best:
+        run.best = top1
+        save_checkpoint(args.out / "best.pt", run.model, run.info, **state)
+    if epoch >= args.epochs - args.keep_last_epochs:
+        save_checkpoint(args.out / f"epoch{epoch + 1}.pt", run.model, run.info, metrics=row)
+    return result
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Train as ``args`` (from ``parse_args``) say; returns the last validation's scores. Raises
+    ``TrainingError`` for options that do not fit together, an unusable ``--init`` or a diverged loss."""
+    run = prepare(args)
+    stop = min(args.epochs, args.stop_after_epoch) if args.stop_after_epoch else args.epochs
     result: dict[str, Any] = {}
-    for epoch in range(start_epoch, args.epochs):
-        train_set.set_epoch(epoch)  # fresh crops/frames (and synthetic clips) every epoch
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(args.seed * 1000 + epoch)
-        frames_rng = np.random.default_rng([args.seed, epoch, rank])
-        loader = DataLoader(
-            train_set,
-            batch_size=per_process,
-            sampler=sampler,
-            shuffle=sampler is None,
-            drop_last=True,
-            generator=generator if sampler is None else None,
-            **loader_options,
-        )
-        steps = len(loader) if not args.max_steps else min(args.max_steps, len(loader))
-        network.train()
-        started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        bar = tqdm(
-            total=steps,
-            desc=f"epoch {epoch + 1}/{args.epochs}",
-            disable=not is_main or args.no_progress,
-            dynamic_ncols=True,
-        )
-        for step, (views, targets) in enumerate(loader):
-            if step >= steps:
-                break
-            factor = learning_rate_factor(
-                epoch + step / steps, args.lr_steps, args.warmup_epochs, args.schedule, args.epochs
-            )
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * factor
-            clips = frames_for_batch(views[:, 0], args.frames, frames_rng, args.mixed_share)
-            inputs = normalize_frames(clips.to(device, non_blocking=True))
-            targets = targets.to(device, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
-                logits = network(inputs)
-                loss = F.cross_entropy(logits.float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            seen += len(targets)
-            loss_sum += loss.item() * len(targets)
-            correct += (logits.argmax(dim=1) == targets).sum().item()
-            rate = seen * world / (time.perf_counter() - started)
-            bar.set_postfix(
-                loss=f"{loss_sum / seen:.3f}",
-                acc=f"{correct / seen:.3f}",
-                clips_s=f"{rate:.1f}",
-                lr=f"{base_lrs[0] * factor:.4g}",
-                gnorm=f"{float(grad_norm):.1f}",
-            )
-            bar.update()
-        bar.close()
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "lr": base_lrs[0]
-            * learning_rate_factor(epoch, args.lr_steps, args.warmup_epochs, args.schedule, args.epochs),
-            "train_loss": loss_sum / max(seen, 1),
-            "train_top1": correct / max(seen, 1),
-            "train_clips_per_s": seen * world / (time.perf_counter() - started),
-            "seconds": time.perf_counter() - started,
-        }
-        if not math.isfinite(row["train_loss"]):
-            raise SystemExit(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']})")
-        if is_main:
-            if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
-                scores = evaluate(model, val_loader, device, len(labels))
-                row.update(
-                    {"val_top1": scores["top1"], "val_top5": scores["top5"], "val_loss": scores["loss"]}
-                )
-                result = {**scores, "epoch": epoch + 1}
-                (args.out / "eval.json").write_text(json.dumps(result) + "\n")
-                print(
-                    f"epoch {epoch + 1}: val top-1 {scores['top1']:.3f} top-5 {scores['top5']:.3f} "
-                    f"({scores['count']} clips)",
-                    flush=True,
-                )
-            with metrics_path.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
-            plot_curves(metrics_path, args.out / "curves.png")
-            info.epoch = epoch
-            top1 = row.get("val_top1", -1.0)
-            state = {
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "best_top1": max(best, top1),
-                "metrics": row,
-            }
-            save_checkpoint(args.out / "last.pt", model, info, **state)
-            if top1 > best:
-                best = top1
-                save_checkpoint(args.out / "best.pt", model, info, **state)
-            if epoch >= args.epochs - args.keep_last_epochs:
-                save_checkpoint(args.out / f"epoch{epoch + 1}.pt", model, info, metrics=row)
-        if distributed:
+    for epoch in range(run.start_epoch, stop):
+        row = train_epoch(run, epoch)
+        if run.is_main:
+            result = evaluate_and_checkpoint(run, epoch, row, last=epoch + 1 == stop) or result
+        if run.distributed:
             dist.barrier()
-    if distributed:
+    if run.distributed:
         dist.destroy_process_group()
     return result
 
@@ -588,8 +753,12 @@ def _describe_data(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    train(args)
+    """The command line: a ``TrainingError`` becomes its message on stderr and exit status 1."""
+    try:
+        train(parse_args(argv))
+    except TrainingError as error:
+        print(error, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -33,7 +33,7 @@ from model.data.datasets import (
 from model.data.synthetic import FLIP_PAIRS, write_something_something_v2
 from model.data.transforms import multi_scale_crop_box, train_view
 from model.evaluate import reversed_pair_accuracy
-from model.train import frames_for_batch, learning_rate_factor
+from model.train import TrainingError, frames_for_batch, learning_rate_factor, parse_args, train
 from model.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,8 +247,8 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path: Path) -> None
     assert all(torch.equal(after["state_dict"][k], before["state_dict"][k]) for k in learned)
     wider = _train_args(tmp_path / "wide", "--epochs", "1", "--init", str(source / "last.pt"))
     wider[wider.index("--width") + 1] = "0.25"
-    with pytest.raises(SystemExit, match="another architecture or width"):
-        train_main(wider)
+    with pytest.raises(TrainingError, match="another architecture or width"):
+        train(parse_args(wider))
 
 
 def test_synthetic_oversampling_draws_classes_by_their_factors() -> None:
@@ -263,8 +263,8 @@ def test_synthetic_oversampling_draws_classes_by_their_factors() -> None:
     heavy.set_epoch(1)
     assert counts(heavy).tolist() != drawn.tolist()  # a fresh draw every epoch
     assert heavy[3][1] == heavy.label_of(3)  # the clip rendered is of the drawn class
-    with pytest.raises(SystemExit, match="CLASS=FACTOR"):
-        train_main(_train_args(Path("unused"), "--synthetic-oversample", "12=2"))
+    with pytest.raises(TrainingError, match="CLASS=FACTOR"):
+        train(parse_args(_train_args(Path("unused"), "--synthetic-oversample", "12=2")))
 
 
 def test_mixed_frames_keeps_one_frame_per_segment_or_the_whole_clip() -> None:
@@ -279,13 +279,17 @@ def test_mixed_frames_keeps_one_frame_per_segment_or_the_whole_clip() -> None:
     assert 0.2 < np.mean(shares) < 0.4
 
 
-def test_mixed_frames_training_run(tmp_path: Path) -> None:
+def test_mixed_frames_training_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "mixed"
     assert train_main(_train_args(out, "--epochs", "1", "--mixed-frames", "16", "--mixed-share", "0.5")) == 0
     state = read_checkpoint(out / "last.pt")
     assert state["config"]["num_frames"] == 8 and np.isfinite(state["metrics"]["train_loss"])
-    with pytest.raises(SystemExit, match="multiple of --frames"):
-        train_main(_train_args(tmp_path / "bad", "--mixed-frames", "12"))
+    with pytest.raises(TrainingError, match="multiple of --frames"):
+        train(parse_args(_train_args(tmp_path / "bad", "--mixed-frames", "12")))
+    # The command line turns the error into its message and exit status 1, without a traceback.
+    capsys.readouterr()
+    assert train_main(_train_args(tmp_path / "bad", "--mixed-frames", "12")) == 1
+    assert "--mixed-frames must be a multiple of --frames above it, not 12" in capsys.readouterr().err
 
 
 def test_learning_rate_schedules() -> None:
@@ -387,3 +391,92 @@ def test_centre_crop_region_keeps_training_crops_inside_the_centred_square() -> 
     assert whites["full"] > 20  # the paper's crops reach the frame's sides
     with pytest.raises(ValueError, match="region"):
         train_view(frames, 0, SIZE, np.random.default_rng(0), FLIP_PAIRS, "corner")
+
+
+def test_config_file_sets_options_and_flags_override_them(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        f"""# a tiny recipe: every kind of value a config holds
+dataset = "synthetic"
+arch = "sda_tsm_r50"
+width = 0.125
+size = {SIZE}
+frames = 8
+batch-size = 4
+train-clips = 16
+val-clips = 12
+max-steps = 2
+workers = 0
+no-progress = true
+optimizer = "adamw"
+schedule = "cosine"
+lr = 0.002
+lr-steps = []
+synthetic-oversample = ["6=2", "7=2"]
+epochs = 3
+stop-after-epoch = 2
+out = "{out}"
+"""
+    )
+    args = parse_args(["--config", str(config)])
+    assert (args.width, args.size, args.optimizer, args.lr, args.epochs) == (0.125, SIZE, "adamw", 0.002, 3)
+    assert args.synthetic_oversample == ["6=2", "7=2"] and args.lr_steps == [] and args.no_progress
+    assert args.out == out and args.config == config
+    # Flags override the file, wherever they stand; a list flag replaces the file's list.
+    flags = parse_args(
+        ["--epochs", "5", "--config", str(config), "--synthetic-oversample", "0=3", "--lr=0.01"]
+    )
+    assert (flags.epochs, flags.synthetic_oversample, flags.lr, flags.width) == (5, ["0=3"], 0.01, 0.125)
+
+    # A real (tiny) run from the file: stop-after-epoch ends it after epoch 2 of the 3 it plans its
+    # cosine schedule over.
+    assert train_main(["--config", str(config)]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert rows[1]["lr"] == pytest.approx(0.002 * 0.75)  # half-cosine at epoch 1 of 3: (1 + cos(pi/3)) / 2
+    assert read_checkpoint(out / "last.pt")["epoch"] == 1 and "val_top1" in rows[1]
+    recorded = json.loads((out / "args.json").read_text())
+    assert recorded["config"] == str(config) and recorded["synthetic_oversample"] == ["6=2", "7=2"]
+    model, info = load_checkpoint(out / "last.pt")
+    assert model.config.width == 0.125 and info.input_size == SIZE
+
+
+def test_config_file_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('mixed_frames = 16\nout = "unused"\n')
+    with pytest.raises(
+        TrainingError, match="unknown key 'mixed_frames' \\(did you mean 'mixed-frames'\\?\\)"
+    ):
+        parse_args(["--config", str(config)])
+    config.write_text('epochs = 2\nlearning-rate = 0.1\nout = "unused"\n')
+    assert train_main(["--config", str(config)]) == 1
+    assert "config: unknown key 'learning-rate'" in capsys.readouterr().err
+    config.write_text('no-progress = "yes"\n')
+    with pytest.raises(TrainingError, match="no-progress is a switch"):
+        parse_args(["--config", str(config), "--out", "unused"])
+    config.write_text("epochs = [2\n")
+    with pytest.raises(TrainingError, match="not valid TOML"):
+        parse_args(["--config", str(config), "--out", "unused"])
+    with pytest.raises(TrainingError, match=r"missing\.toml"):
+        parse_args(["--config", str(tmp_path / "missing.toml"), "--out", "unused"])
+    # Values go through the same checks as flags: argparse rejects a wrong type or choice.
+    config.write_text('epochs = "many"\n')
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(config), "--out", "unused"])
+    assert "argument --epochs: invalid int value: 'many'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage", "abcdefghjkl")
+def test_default_model_recipes_are_the_options_its_stages_ran_with(stage: str) -> None:
+    """configs/sda-tsm-synthetic/stage-*.toml against the args.json each stage wrote (kept in the model
+    card's folder): every training option the same; only where the runs read and write files differs."""
+    config = ROOT / "configs" / "sda-tsm-synthetic" / f"stage-{stage}.toml"
+    args = vars(parse_args(["--config", str(config)]))
+    (recorded,) = (ROOT / "models" / "sda-tsm-synthetic" / "card").glob(f"stage-{stage}-*/args.json")
+    ran = json.loads(recorded.read_text())
+    where = {"config", "out", "init", "no_progress"} | ({"keep_last_epochs"} if stage == "j" else set())
+    assert {k: v for k, v in ran.items() if k not in where} == {k: args[k] for k in ran if k not in where}
+    previous = "abcdefghjkl"[max("abcdefghjkl".index(stage) - 1, 0)]
+    if stage != "a":  # each stage starts from the weights of the one before
+        assert str(args["init"]).startswith(f"runs/sda-tsm-synthetic/stage-{previous}/")
