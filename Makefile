@@ -47,7 +47,7 @@ lint: dev-env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Every figure of README "Performance": a table on stdout, bench-results/bench.json and latency.png.
+# Every figure of docs/performance.md: a table on stdout, bench-results/bench.json and latency.png.
 bench: dev-env
 	$(BIN)/python -m bench --out bench-results
 

@@ -3,7 +3,7 @@
 Prints a table and writes DIR/bench.json, DIR/bench.md and DIR/latency.png: the machine, the
 engine (ORT vs PyTorch eager, GFLOP/s vs peak and sgemm ceiling, ORT settings, int8), decode +
 sample, end to end over HTTP against the naive baseline, overhead, memory, and every target of
-README "Performance" met or missed. Each timed figure is a median over repeats with min and max.
+docs/performance.md met or missed. Each timed figure is a median over repeats with min and max.
 ``--smoke`` runs the same code paths on tiny inputs in well under a minute (CI); its numbers mean
 nothing. Slow artefacts (full R50 graphs, int8 graphs, encoded clips) are cached in .bench-cache/.
 """
