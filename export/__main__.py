@@ -2,6 +2,8 @@
 
 Writes DIR/<model-name>/<version>/model-{T}f.onnx and model.json when --model-name is given
 (a Triton-like model repository the service serves whole), else DIR/model-{T}f.onnx.
+Prints one line per stage of each graph (trace, simplify, verify, write) with its time; --quiet
+prints only errors.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from export.graph import ExportVerificationError
+from export.graph import AUTO, EXPORTERS, ExportVerificationError
 from export.quantize import INT8_MAX_TOP1_DROP, Int8VerificationError
 from model.checkpoint import file_sha256, load_checkpoint
 from model.data.datasets import read_label_map
@@ -62,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("CALIBRATION", "EVALUATION"),
         help="synthetic clips to calibrate the int8 graph on and to check it on",
     )
+    parser.add_argument(
+        "--exporter",
+        choices=[AUTO, *EXPORTERS],
+        default=AUTO,
+        help="torch.onnx exporter; auto: torchscript (faster), dynamo if its graph fails the checks",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print errors only (for scripts)")
     parser.add_argument("--model-name", help="model id in the repository: writes OUT/ID/VERSION/")
     parser.add_argument("--version", default="1", help="model version folder (with --model-name)")
     parser.add_argument("--training-data", default=None, help="what the model was trained on (metadata)")
@@ -73,9 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, flush=True)
+
     started = time.perf_counter()
     try:
-        print(f"loading {args.checkpoint} ...", flush=True)
+        say(f"loading {args.checkpoint} ...")
         if args.official:
             model = load_official_checkpoint(args.checkpoint, args.name or "sda_tsm_r50", args.frames[0])
             labels = None
@@ -93,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.labels:
             labels = read_label_map(args.labels)
         sha256 = file_sha256(args.checkpoint)
+        say(f"loaded in {time.perf_counter() - started:.1f}s")
     except (CheckpointMismatchError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -116,14 +130,15 @@ def main(argv: list[str] | None = None) -> int:
             int8=args.int8,
             int8_max_top1_drop=args.int8_max_drop,
             int8_clips=tuple(args.int8_clips),
-            log=lambda line: print(line, flush=True),
+            exporter=args.exporter,
+            log=say,
         )
     except (ExportVerificationError, Int8VerificationError, ValueError) as error:
         print(f"error: export failed: {error}", file=sys.stderr)
         return 1
     for path in written:
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    print(f"done in {time.perf_counter() - started:.0f}s")
+        say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    say(f"done in {time.perf_counter() - started:.1f}s")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import shutil
@@ -14,7 +15,14 @@ import onnx
 import onnxruntime
 import torch
 
-from export.graph import GraphReport, export_graph
+from export.graph import (
+    AUTO,
+    FramesToPredictions,
+    GraphReport,
+    export_graph,
+    exporter_order,
+    verification_inputs,
+)
 from export.quantize import INT8_MAX_TOP1_DROP, Int8Report, export_int8
 from model.network import VideoClassifier
 from videocore.contract import GraphMetadata, eval_resize_short_side
@@ -79,6 +87,7 @@ def export_model(
     int8: bool = False,
     int8_max_top1_drop: float = INT8_MAX_TOP1_DROP,
     int8_clips: tuple[int, int] = (24, 96),
+    exporter: str = AUTO,
     log: Callable[[str], None] = print,
 ) -> list[Path]:
     """Write ``out_dir/model-{T}f.onnx`` for each T and ``out_dir/model.json``; verified or nothing.
@@ -87,7 +96,12 @@ def export_model(
     every graph passed verification, so a failed export leaves no file behind. ``int8`` adds
     ``model-{T}f-int8.onnx`` (static QDQ, checked by accuracy: ``export.quantize``).
     ``default_frames`` (one of ``frames``) is the frame count the service uses when a request names
-    none; without it the service uses the smallest one exported.
+    none; without it the service uses the smallest one exported. ``exporter`` picks the torch.onnx
+    exporter (``export.graph.EXPORTERS``, or ``auto``: see ``export.graph.EXPORTERS``).
+
+    The frame count is baked into each graph, so each T is traced on its own; everything else is
+    shared: the wrapper, the metadata, the verification clips (built once at the largest T), and
+    the exporter ``auto`` settled on for the first graph is tried first for the others.
     """
     if labels is None:
         labels = [f"class {index}" for index in range(model.num_classes)]
@@ -97,30 +111,43 @@ def export_model(
         raise ValueError(f"frame counts must be positive, got {list(frames)}")
     if default_frames is not None and default_frames not in frames:
         raise ValueError(f"default frame count {default_frames} is not among the exported {list(frames)}")
+    order = exporter_order(exporter)  # rejects an unknown name before any work
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    model = model.eval()
+    base = graph_metadata(
+        model,
+        frames=max(frames),
+        size=size,
+        labels=labels,
+        model_name=model_name,
+        version=str(version),
+        training_data=training_data,
+        source_sha256=source_sha256,
+        default_frames=default_frames,
+    )
+    wrapper = FramesToPredictions(model, base.mean, base.std, base.scale).eval()
+    clips = verification_inputs(max(frames), size)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
     try:
         reports: list[GraphReport | Int8Report] = []
-        metadata = None
+        metadata = base
         for count in frames:
-            metadata = graph_metadata(
-                model,
-                frames=count,
-                size=size,
-                labels=labels,
-                model_name=model_name,
-                version=str(version),
-                training_data=training_data,
-                source_sha256=source_sha256,
-                default_frames=default_frames,
+            metadata = dataclasses.replace(
+                base, frames=count, architecture={**base.architecture, "num_frames": count}
             )
-            for report in export_graph(model, metadata, staging / f"model-{count}f.onnx", fp16=fp16, log=log):
+            graph_reports = export_graph(
+                wrapper, metadata, staging / f"model-{count}f.onnx", exporter=order, clips=clips, fp16=fp16,
+                log=log,
+            )  # fmt: skip
+            # auto: an exporter that failed on this frame count is not tried again on the next
+            order = order[order.index(graph_reports[0].exporter) :]
+            for report in graph_reports:
                 reports.append(report)
                 log(
                     f"  [{count}f] {report.path.name}: {report.size_bytes / 1e6:.1f} MB, "
-                    f"{sum(report.op_counts.values())} nodes, {report.seconds:.1f}s"
+                    f"{sum(report.op_counts.values())} nodes, {report.exporter}, {report.seconds:.1f}s"
                 )
             if int8:
                 fp32_path = staging / f"model-{count}f.onnx"

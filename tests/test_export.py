@@ -1,4 +1,5 @@
-"""Export: every family to ONNX at 8 and 16 frames, parity with PyTorch, metadata, failure modes."""
+"""Export: every family to ONNX at 8 and 16 frames, parity with PyTorch, metadata, failure modes;
+both torch.onnx exporters, auto's fallback, per-stage progress."""
 
 from __future__ import annotations
 
@@ -88,6 +89,9 @@ def test_official_checkpoint_exports_through_the_cli(
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "max difference from PyTorch" in printed
+    # one line per stage, each with its time; auto chose TorchScript for this model
+    for stage in ("trace (torchscript exporter", "simplify (onnxslim)", "verify (", "write: "):
+        assert f"[8f] {stage}" in printed, printed
     graph = tmp_path / "models" / "sda-tsm-ssv2" / "1" / "model-8f.onnx"
     proto = onnx.load(str(graph))
     meta = GraphMetadata.from_props({p.key: p.value for p in proto.metadata_props})
@@ -117,7 +121,9 @@ def test_mismatched_checkpoint_fails_clearly_and_writes_nothing(
     assert not out.exists() or not any(out.rglob("*"))
 
 
-def test_trainer_checkpoint_exports_into_a_model_repository(tmp_path: Path) -> None:
+def test_trainer_checkpoint_exports_into_a_model_repository(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model = build_model("sda_tsm_r50", 3, 8, width=0.125)
     info = CheckpointInfo(config=model.config, labels=LABELS, input_size=64, training_data="unit test")
     save_checkpoint(tmp_path / "last.pt", model, info)
@@ -128,11 +134,13 @@ def test_trainer_checkpoint_exports_into_a_model_repository(tmp_path: Path) -> N
     no_graph = f"{tmp_path / 'last.pt'} --out {tmp_path / 'models'} --frames 8 --default-frames 16"
     assert export_main(no_graph.split()) == 2  # a default frame count with no graph
     assert not (tmp_path / "models").exists()
+    capsys.readouterr()
     code = export_main(
         f"{tmp_path / 'last.pt'} --out {tmp_path / 'models'} --frames 8 --fp16 "
-        "--model-name mine --version 2 --default-frames 8".split()
+        "--model-name mine --version 2 --default-frames 8 --quiet".split()
     )
     assert code == 0
+    assert capsys.readouterr().out == ""  # --quiet: nothing but errors
     folder = tmp_path / "models" / "mine" / "2"
     assert sorted(p.name for p in folder.iterdir()) == ["model-8f-fp16.onnx", "model-8f.onnx", "model.json"]
     proto = onnx.load(str(folder / "model-8f.onnx"))
@@ -146,9 +154,81 @@ def test_trainer_checkpoint_exports_into_a_model_repository(tmp_path: Path) -> N
 
 def test_failed_verification_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A tolerance no float graph can meet: export must refuse and leave no file behind.
+    # A named exporter is the only one tried (auto would go on to dynamo: see the fallback test).
     monkeypatch.setattr(export.graph, "PARITY_TOLERANCE", -1.0)
     model = build_model("tsm_r50", 3, 8, width=0.125)
     with pytest.raises(ExportVerificationError, match="differs from PyTorch"):
-        export_model(model, tmp_path / "out", frames=(8,), size=64, log=lambda _: None)
+        export_model(
+            model, tmp_path / "out", frames=(8,), size=64, exporter="torchscript", log=lambda _: None
+        )
     assert not (tmp_path / "out").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_exporter_is_refused_before_any_work(tmp_path: Path) -> None:
+    model = build_model("tsn_r50", 3, 8, width=0.125)
+    with pytest.raises(ValueError, match="unknown exporter"):
+        export_model(model, tmp_path / "out", frames=(8,), size=64, exporter="onnxscript")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_both_exporters_give_a_verified_graph_with_the_same_contract(tmp_path: Path, exporter: str) -> None:
+    # SDA-TSM: the shift, S122's pooling matrices, QSA and LST's Linear+BatchNorm1d all exported.
+    torch.manual_seed(0)
+    model = build_model("sda_tsm_r50", len(LABELS), 8, width=0.125).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    out = tmp_path / "out"
+    lines: list[str] = []
+    export_model(model, out, frames=(8,), size=64, labels=LABELS, exporter=exporter, log=lines.append)
+    card = json.loads((out / "model.json").read_text())
+    (graph,) = card["graphs"]
+    assert graph["exporter"] == exporter
+    assert set(graph["stage_seconds"]) == {"trace", "simplify", "verify", "write"}
+    assert any(line.startswith(f"  [8f] trace ({exporter} exporter") for line in lines)
+    proto = onnx.load(str(out / "model-8f.onnx"))
+    ops = {node.op_type for node in proto.graph.node}
+    # every BatchNorm folded (into Conv by onnxslim, into Gemm after LST's MatMul by our pass)
+    assert "BatchNormalization" not in ops and "Gemm" in ops
+    meta = GraphMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+    assert meta.frames == 8 and meta.labels == tuple(LABELS) and meta.architecture["num_frames"] == 8
+    clip = np.random.default_rng(7).integers(0, 256, (2, 8, 64, 64, 3), dtype=np.uint8)
+    outputs = run_graph(out / "model-8f.onnx", clip)
+    with torch.no_grad():
+        expected = FramesToPredictions(model, meta.mean, meta.std, meta.scale)(torch.from_numpy(clip))
+    for name, value in zip((LOGITS, PROBS, DEPENDENCY_WEIGHTS), expected, strict=True):
+        np.testing.assert_allclose(outputs[name], value.numpy(), atol=1e-4)
+
+
+def test_auto_falls_back_to_dynamo_and_keeps_it_for_the_next_frame_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TorchScript exporter broken (as it may be in a future torch): auto must still export, by
+    # dynamo, and not retry TorchScript for the second frame count.
+    real = export.graph.trace_to_onnx
+    tried: list[tuple[str, int]] = []
+
+    def torchscript_broken(wrapper: FramesToPredictions, frames: int, size: int, exporter: str):
+        tried.append((exporter, frames))
+        if exporter == "torchscript":
+            raise RuntimeError("TorchScript exporter removed")
+        return real(wrapper, frames, size, exporter)
+
+    monkeypatch.setattr(export.graph, "trace_to_onnx", torchscript_broken)
+    model = build_model("tsn_r50", len(LABELS), 4, width=0.125)
+    lines: list[str] = []
+    out = tmp_path / "out"
+    export_model(model, out, frames=(4, 8), size=32, labels=LABELS, log=lines.append)
+    assert tried == [("torchscript", 4), ("dynamo", 4), ("dynamo", 8)]
+    assert any("torchscript exporter failed: TorchScript exporter removed" in line for line in lines)
+    card = json.loads((out / "model.json").read_text())
+    assert [graph["exporter"] for graph in card["graphs"]] == ["dynamo", "dynamo"]
+    clip = np.random.default_rng(3).integers(0, 256, (3, 8, 32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = FramesToPredictions(model, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 255.0)(
+            torch.from_numpy(clip)
+        )
+    np.testing.assert_allclose(run_graph(out / "model-8f.onnx", clip)[LOGITS], expected[0].numpy(), atol=1e-4)
