@@ -30,8 +30,9 @@ class DrainingServer(uvicorn.Server):
     """uvicorn with a drain before its graceful shutdown. On the first SIGTERM/SIGINT the engine stops
     admitting: new /classify and /ready answers are 503 with Retry-After while the socket stays open,
     so a load balancer sees a clear "go elsewhere" instead of refused connections. Once every admitted
-    request is answered (or ``drain_s`` has passed) uvicorn's own graceful shutdown runs. A second
-    signal skips the rest of the drain."""
+    request is answered (or ``drain_s`` has passed) uvicorn's own graceful shutdown runs. Uploads
+    not yet complete hold no slot and are not waited for: they are answered 503 + Retry-After and
+    their connections closed. A second signal skips the rest of the drain."""
 
     def __init__(self, app: FastAPI, config: uvicorn.Config, drain_s: float) -> None:
         super().__init__(config)
@@ -51,6 +52,8 @@ class DrainingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_deadline is not None and not self.should_exit:
+            # Unfinished uploads are not waited for: they are answered 503 and closed at once.
+            self.app.state.pipeline.uploads.stop()
             engine = self.app.state.engine
             if engine.inflight == 0 or time.monotonic() >= self.drain_deadline:
                 log.info("drained (%d still in flight); shutting down", engine.inflight)
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
+        server_header=False,  # no "server: uvicorn" for strangers to read
     )
     server = DrainingServer(app, config, settings.shutdown_drain_s)
     server.run()
