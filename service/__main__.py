@@ -61,6 +61,19 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+class _KnownStartupFailure(logging.Filter):
+    """Drops the lifespan traceback uvicorn logs when the app has already said, in one line, why it
+    cannot start (``app.state.startup_error``); any other failure keeps its traceback."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        known = getattr(self.app.state, "startup_error", None) is not None
+        return not (known and str(record.msg).startswith("Traceback"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -95,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         server_header=False,  # no "server: uvicorn" for strangers to read
     )
     server = DrainingServer(app, config, settings.shutdown_drain_s)
+    logging.getLogger("uvicorn.error").addFilter(_KnownStartupFailure(app))
     server.run()
     if not server.started:  # the lifespan failed (no models, corrupt graph, ...): uvicorn's exit code
         return STARTUP_FAILURE

@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(engine.load)
         except (StartupError, OSError) as error:  # OSError: an unreadable repository or graph
             message = f"sda-serve cannot start: {_one_line(error)}"
+            app.state.startup_error = message
             log.critical(message)
             print(message, file=sys.stderr, flush=True)
             engine.close()

@@ -66,8 +66,9 @@ class Settings(BaseSettings):
     max_streams: int = Field(
         32,
         ge=1,
-        description="Most streams in a container; FFmpeg opens a decoder per stream while probing, so a "
-        "file with a thousand streams is refused (422) instead of costing hundreds of MB",
+        description="Most streams FFmpeg reads from a container (the rest are ignored). It opens a "
+        "decoder per stream while probing: an MKV of 1000 one-frame H.264 streams cost +776 MiB, "
+        "+21 MiB with 32",
     )
     max_uploads: int = Field(
         32,
