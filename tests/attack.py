@@ -231,7 +231,8 @@ def slow_uploads(server: Server, clip: bytes, connections: int = 16, stall_s: fl
         status, latency, _ = post_clip(server.url, clip)
         row.notes.append(f"normal request alongside: {status} in {latency:.2f} s")
         started = time.perf_counter()
-        answers = [read_answer(s, stall_s + 10) for s in socks]
+        with ThreadPoolExecutor(len(socks)) as pool:
+            answers = list(pool.map(lambda s: read_answer(s, stall_s + 10), socks))
         row.latency_s = time.perf_counter() - started + 0.5
         for s in socks:
             s.close()
