@@ -73,6 +73,11 @@ def _decode_and_prepare(
             return _prepare_in_turn(
                 upload, graph, options, replace(limits, checkpoint=turn.checkpoint), thumbnail_height
             )
+    except VideoError as error:
+        # The traceback's frames hold the decoder and every frame decoded so far; dropped here, that
+        # memory is freed (and trimmed below) now, not when the answer has been sent.
+        error.__traceback__ = None
+        raise
     finally:
         give_back_memory()
 
@@ -238,6 +243,8 @@ class ClassifyPipeline:
                 self.engine.release()
         finally:
             upload.close()
+            if self.engine.inflight == 0:  # idle: give the heap of the last requests back, off the loop
+                asyncio.get_running_loop().run_in_executor(self.decode_pool, give_back_memory, True)
 
         timings = {
             "decode": prepared.decode_ms,
