@@ -26,7 +26,8 @@ import asyncio
 import errno
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
@@ -148,7 +149,8 @@ class UploadGate:
         """The drain: every unfinished upload is answered 503 and closed, new ones too."""
         self.stopped.set()
 
-    def _hold(self, size: int) -> None:
+    def hold(self, size: int) -> None:
+        """Count ``size`` more bytes against max_spool_bytes (503 when they do not fit)."""
         if self.spool_bytes + size > self.policy.max_spool_bytes:
             raise _closing(
                 503,
@@ -342,7 +344,7 @@ class _ReadClock:
         return _closing(408, why)
 
 
-async def _chunks(request: Request, gate: UploadGate) -> AsyncIterator[bytes]:
+async def _chunks(request: Request, gate: UploadGate) -> AsyncGenerator[bytes, None]:
     """The body's chunks, each awaited against the read deadline and the drain."""
     clock = _ReadClock(gate.policy)
     stop = asyncio.ensure_future(gate.stopped.wait())
@@ -390,14 +392,15 @@ async def _read_upload(request: Request, gate: UploadGate) -> tuple[IO[bytes], i
         else:
             body = _RawBody(out)
         received = 0
-        async for chunk in _chunks(request, gate):
-            received += len(chunk)
-            if received > body_limit:
-                raise _too_large(limit)
-            if chunk:
-                gate._hold(len(chunk))
-                held += len(chunk)
-                body.write(chunk)
+        async with aclosing(_chunks(request, gate)) as chunks:
+            async for chunk in chunks:
+                received += len(chunk)
+                if received > body_limit:
+                    raise _too_large(limit)
+                if chunk:
+                    gate.hold(len(chunk))
+                    held += len(chunk)
+                    body.write(chunk)
         if body.finish() == 0:
             raise HTTPException(422, "the upload is empty")
         out.seek(0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import struct
 import sys
 import tempfile
 import threading
@@ -123,18 +124,17 @@ def normal_clip(directory: Path) -> bytes:
 
 
 def wide_gif(directory: Path, width: int = 65535, height: int = 48, frames: int = 16) -> bytes:
-    """A few KB: a GIF canvas 65535 pixels wide and 48 high (aspect ratio 1365)."""
-    path = directory / f"wide-{width}x{height}.gif"
-    with av.open(str(path), "w", format="gif") as out:
-        stream = out.add_stream("gif", rate=10)
-        stream.width, stream.height, stream.pix_fmt = width, height, "rgb8"
-        for i in range(frames):
-            rgb = np.full((height, width, 3), (i * 16) % 256, np.uint8)
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="rgb8")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path.read_bytes()
+    """Under 1 KB: a GIF whose canvas is 65535x48 (aspect ratio 1365) and whose frames are each one
+    pixel; FFmpeg's decoder still hands out every frame at the full canvas size."""
+    header = b"GIF89a" + struct.pack("<HHBBB", width, height, 0xF0, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    frame = (
+        b"\x21\xf9\x04\x00" + struct.pack("<H", 10) + b"\x00\x00"  # graphic control: 0.1 s
+        + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0)  # a 1x1 image at (0, 0)
+        + b"\x02\x02\x44\x01\x00"  # LZW, min code size 2: clear, pixel 0, end
+    )  # fmt: skip
+    data = header + frame * frames + b"\x3b"
+    (directory / f"wide-{width}x{height}.gif").write_bytes(data)
+    return data
 
 
 def black_h264(path: Path, width: int, height: int, frames: int, rate: int = 30) -> bytes:
@@ -196,7 +196,9 @@ def read_answer(sock: socket.socket, timeout: float) -> tuple[int, dict, dict[st
     while True:
         try:
             chunk = sock.recv(65536)
-        except (TimeoutError, ConnectionResetError):
+        except TimeoutError:
+            return 0, {}, {}, False  # no answer in time, connection still open
+        except ConnectionResetError:
             break
         if not chunk:
             break
@@ -209,8 +211,16 @@ def read_answer(sock: socket.socket, timeout: float) -> tuple[int, dict, dict[st
             headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
             if len(body) >= int(headers.get("content-length", "0")):
                 closed = _closed(sock)
-                return int(lines[0].split()[1]), json.loads(body or b"{}"), headers, closed
+                return int(lines[0].split()[1]), _json(body), headers, closed
     return 0, {}, {}, True
+
+
+def _json(body: bytes) -> dict:
+    try:
+        parsed = json.loads(body or b"{}")
+    except ValueError:
+        return {"not_json": body[:200].decode("latin-1")}
+    return parsed if isinstance(parsed, dict) else {"not_json": str(parsed)[:200]}
 
 
 def _closed(sock: socket.socket, wait_s: float = 2.0) -> bool:
@@ -346,7 +356,7 @@ def decode_bombs(server: Server, bomb: bytes, clip: bytes, bombs: int = 4) -> Ro
     row.status = ", ".join(sorted({str(a[0]) for a in answers}))
     row.notes.append(f"normal request behind them: {status} in {latency:.2f} s")
     row.notes.append(str(answers[0][2].get("detail", ""))[:80])
-    row.ok = status == 200 and all(a[0] in (200, 422) for a in answers)
+    row.ok = status == 200 and latency < 5 and all(a[0] in (200, 422) for a in answers)
     return row
 
 
