@@ -268,7 +268,7 @@ def expect_continue(server: Server) -> Row:
 
 
 def wide_gif_bomb(server: Server, data: bytes, clips: int = 4) -> Row:
-    row = Row(f"{len(data) // 1024} KB GIF, 65535x48 canvas, clips={clips}")
+    row = Row(f"{len(data)}-byte GIF, 65535x48 canvas of 1x1 frames, clips={clips}")
     with watched(server, row):
         status, row.latency_s, body = post_clip(server.url, data, clips=clips, thumbnails="true")
     row.status = str(status)
