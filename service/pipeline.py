@@ -204,18 +204,21 @@ class ClassifyPipeline:
             turn,
         )
         try:
-            # The thread stops itself at its deadline; this answers even if one FFmpeg call overruns.
-            return await asyncio.wait_for(
-                asyncio.shield(job), self.settings.decode_timeout_s + ANSWER_GRACE_S
-            )
-        except TimeoutError:
-            upload.close_after(job)  # the file is the thread's until it ends
-            raise DecodeTimeoutError(
-                f"decoding took longer than {self.settings.decode_timeout_s:g} s (setting decode_timeout_s)"
-            ) from None
+            return await self._answer_by_deadline(job, upload)
         except VideoError as error:
             self.metrics.decode_failures.labels(type(error).__name__).inc()
             raise
+
+    async def _answer_by_deadline(self, job: asyncio.Future[_Prepared], upload: HeldUpload) -> _Prepared:
+        """The thread stops itself at its deadline; this answers even if one FFmpeg call overruns."""
+        timeout_s = self.settings.decode_timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.shield(job), timeout_s + ANSWER_GRACE_S)
+        except TimeoutError:
+            upload.close_after(job)  # the file is the thread's until it ends
+            raise DecodeTimeoutError(
+                f"decoding took longer than {timeout_s:g} s (setting decode_timeout_s)"
+            ) from None
 
     def _admit(self) -> None:
         if not self.engine.ready:
