@@ -380,37 +380,37 @@ def long_boundary(server: Server) -> Row:
 def drain_with_uploads(
     models: Path, log_dir: Path, bomb: bytes, uploads: int = 8, **settings: object
 ) -> tuple[Row, Server]:
-    """SIGTERM while one long decode is admitted and ``uploads`` uploads are unfinished: the uploads
+    """SIGTERM while three long decodes are admitted and ``uploads`` uploads are unfinished: the uploads
     are answered 503 at once (not waited for), /ready says 503 + Retry-After, the decode is answered,
     and the server exits 0 with no 500 and no traceback in its log."""
     settings = {"decode_budget_s": 3, **settings}
     server = start_server(models, log_dir / "drain.log", log_level="info", **settings)
-    row = Row(f"SIGTERM during a long decode, {uploads} unfinished uploads")
-    with ThreadPoolExecutor(1) as pool:
-        decode = pool.submit(post_clip, server.url, bomb)
+    row = Row(f"SIGTERM during 3 long decodes, {uploads} unfinished uploads")
+    with ThreadPoolExecutor(3) as pool:
+        decodes = [pool.submit(post_clip, server.url, bomb) for _ in range(3)]  # ~3 s on two turns
         socks = [open_upload(server.url, 1_000_000, b"\0" * 1024) for _ in range(uploads)]
         time.sleep(0.5)
         started = time.perf_counter()
         server.process.terminate()
-        time.sleep(0.3)
+        time.sleep(0.1)
         ready = httpx.get(f"{server.url}/ready", timeout=5)
         answers = [read_answer(s, 10) for s in socks]
         row.latency_s = time.perf_counter() - started
         for s in socks:
             s.close()
-        decoded = decode.result()
+        decoded = sorted({d.result()[0] for d in decodes})
     code = server.process.wait(30)
     log = server.log()
     row.status = ", ".join(sorted({str(a[0]) for a in answers}))
     row.notes.append(f"uploads answered within {row.latency_s:.2f} s of SIGTERM")
     row.notes.append(f"/ready {ready.status_code} Retry-After {ready.headers.get('retry-after')}")
-    row.notes.append(f"the admitted decode: {decoded[0]}")
+    row.notes.append(f"the admitted decodes: {decoded}")
     row.notes.append(f"exit {code}, {log.count(' 500')} 500s in the log")
     row.ok = (
         {a[0] for a in answers} == {503}
         and ready.status_code == 503
         and ready.headers.get("retry-after") is not None
-        and decoded[0] in (200, 422)
+        and set(decoded) <= {200, 422}
         and code == 0
         and " 500" not in log
         and "Traceback" not in log
