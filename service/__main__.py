@@ -30,8 +30,9 @@ class DrainingServer(uvicorn.Server):
     """uvicorn with a drain before its graceful shutdown. On the first SIGTERM/SIGINT the engine stops
     admitting: new /classify and /ready answers are 503 with Retry-After while the socket stays open,
     so a load balancer sees a clear "go elsewhere" instead of refused connections. Once every admitted
-    request is answered (or ``drain_s`` has passed) uvicorn's own graceful shutdown runs. A second
-    signal skips the rest of the drain."""
+    request is answered (or ``drain_s`` has passed) uvicorn's own graceful shutdown runs. Uploads
+    not yet complete hold no slot and are not waited for: they are answered 503 + Retry-After and
+    their connections closed. A second signal skips the rest of the drain."""
 
     def __init__(self, app: FastAPI, config: uvicorn.Config, drain_s: float) -> None:
         super().__init__(config)
@@ -51,11 +52,26 @@ class DrainingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_deadline is not None and not self.should_exit:
+            # Unfinished uploads are not waited for: they are answered 503 and closed at once.
+            self.app.state.pipeline.uploads.stop()
             engine = self.app.state.engine
             if engine.inflight == 0 or time.monotonic() >= self.drain_deadline:
                 log.info("drained (%d still in flight); shutting down", engine.inflight)
                 self.should_exit = True
         return await super().on_tick(counter)
+
+
+class _KnownStartupFailure(logging.Filter):
+    """Drops the lifespan traceback uvicorn logs when the app has already said, in one line, why it
+    cannot start (``app.state.startup_error``); any other failure keeps its traceback."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        known = getattr(self.app.state, "startup_error", None) is not None
+        return not (known and str(record.msg).startswith("Traceback"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
+        server_header=False,  # no "server: uvicorn" for strangers to read
     )
     server = DrainingServer(app, config, settings.shutdown_drain_s)
+    logging.getLogger("uvicorn.error").addFilter(_KnownStartupFailure(app))
     server.run()
     if not server.started:  # the lifespan failed (no models, corrupt graph, ...): uvicorn's exit code
         return STARTUP_FAILURE

@@ -23,12 +23,15 @@ from service.engine import Engine, StartupError
 from service.errors import install_exception_handlers
 from service.metrics import Metrics
 from service.pipeline import ClassifyPipeline
-from service.routes import classify, info, web
+from service.routes import classify, docs, info, web
 
 log = logging.getLogger("sda_serve")
 
 VERSION = "0.1.0"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_METHOD = "other"
+UNMATCHED_ROUTE = "unmatched"
 
 
 class RequestContextMiddleware:
@@ -76,10 +79,18 @@ class RequestContextMiddleware:
                 )
                 await send_with_id({"type": "http.response.body", "body": body})
         finally:
+            # Labels from fixed sets only: a client choosing the method or path cannot grow /metrics.
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], path, str(status["code"])).inc()
+            path = getattr(route, "path", None) or UNMATCHED_ROUTE
+            method = scope["method"] if scope["method"] in METHODS else OTHER_METHOD
+            self.metrics.requests.labels(method, path, str(status["code"])).inc()
             self.metrics.request_latency.labels(path).observe(time.perf_counter() - started)
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.strerror or type(error).__name__}: {error.filename}"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -90,12 +101,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = Engine(settings, metrics)
         app.state.engine = engine
-        app.state.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        # A thread per admitted request: they take turns at the decoder (service.fairshare), so a
+        # request waits for a turn of a few tens of ms, not for whole decodes ahead of it.
+        app.state.decode_pool = ThreadPoolExecutor(
+            max(settings.decode_workers, settings.max_queue), thread_name_prefix="decode"
+        )
         app.state.pipeline = ClassifyPipeline(engine, app.state.decode_pool)
         try:
             await asyncio.to_thread(engine.load)
-        except StartupError as error:
-            message = f"sda-serve cannot start: {error}"
+        except (StartupError, OSError) as error:  # OSError: an unreadable repository or graph
+            message = f"sda-serve cannot start: {_one_line(error)}"
+            app.state.startup_error = message
             log.critical(message)
             print(message, file=sys.stderr, flush=True)
             engine.close()
@@ -119,6 +135,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=VERSION,
         description="Video action classification with SDA models (Tan et al., MM'21) on ONNX Runtime.",
         lifespan=lifespan,
+        # served by service.routes.docs: behind the key with protect_ops, under a CSP
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -126,8 +146,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_exception_handlers(app)
     app.include_router(classify.router)
     app.include_router(info.probes)
+    app.include_router(info.ops)
     app.include_router(info.models)
     app.include_router(web.router)
+    app.include_router(docs.router)
     app.mount(web.STATIC_PREFIX, web.static_files(), name="static")
     if settings.cors_origins:
         app.add_middleware(

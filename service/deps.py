@@ -10,12 +10,16 @@ from service.engine import Engine
 from service.errors import NotReadyError
 from service.pipeline import ClassifyPipeline
 
+NOT_READY_RETRY_AFTER_S = 5
+
 
 def ready_engine(request: Request) -> Engine:
     """The engine, or 503 while models load or the service drains."""
     engine: Engine | None = getattr(request.app.state, "engine", None)
     if engine is None or not engine.ready:
-        raise NotReadyError("not ready: models are loading or the service is shutting down")
+        raise NotReadyError(
+            "not ready: models are loading or the service is shutting down", NOT_READY_RETRY_AFTER_S
+        )
     return engine
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 import numpy as np
@@ -18,17 +18,19 @@ from fastapi import Request
 
 from service.engine import Engine, Graph
 from service.errors import InvalidOptionError, NotReadyError, OverloadedError
+from service.fairshare import DecodeTurns, Turn, give_back_memory
 from service.model_io import dependency_summary, model_input, top_predictions
 from service.thumbnails import jpeg_thumbnails
-from service.upload import read_upload
+from service.upload import HeldUpload, UploadGate, UploadPolicy
 from videocore.contract import PROBS
 from videocore.decode import VideoInfo, VideoLimits, probe_and_decode
-from videocore.errors import VideoError
+from videocore.errors import DecodeTimeoutError, VideoError
 from videocore.sampling import index_chooser
 
 RETRY_AFTER_S = 1
 NOT_READY_RETRY_AFTER_S = 5
 DEFAULT_TOP_K = 5
+ANSWER_GRACE_S = 0.5  # a decode still running this long after its deadline is answered anyway
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,33 @@ def _decode_and_prepare(
     options: ClassifyOptions,
     limits: VideoLimits,
     thumbnail_height: int | None,
+    turn: Turn,
 ) -> _Prepared:
-    """Runs in the decode thread pool. ``thumbnail_height``: None for no thumbnails."""
+    """Runs in the decode thread pool, holding a decoder turn from opening the file to the model's
+    input and thumbnails (so the budget and deadline cover all of it). ``thumbnail_height``: None for
+    no thumbnails."""
+    try:
+        with turn:
+            return _prepare_in_turn(
+                upload, graph, options, replace(limits, checkpoint=turn.checkpoint), thumbnail_height
+            )
+    except VideoError as error:
+        # The traceback's frames hold the decoder and every frame decoded so far; dropped here, that
+        # memory is freed (and trimmed below) now, not when the answer has been sent.
+        error.__traceback__ = None
+        raise
+    finally:
+        give_back_memory()
+
+
+def _prepare_in_turn(
+    upload: IO[bytes],
+    graph: Graph,
+    options: ClassifyOptions,
+    limits: VideoLimits,
+    thumbnail_height: int | None,
+) -> _Prepared:
+    checkpoint = limits.checkpoint or (lambda _stage: None)
     started = time.perf_counter()
     decoded = probe_and_decode(
         upload,
@@ -71,10 +98,12 @@ def _decode_and_prepare(
         resize_short_side=graph.meta.resize_short_side,
     )
     decoded_at = time.perf_counter()
+    checkpoint("cropping")
     batch = model_input(decoded.clips, graph.meta, options.crops)
     done = time.perf_counter()
     thumbnails = None
     if thumbnail_height is not None:
+        checkpoint("making thumbnails")
         made = jpeg_thumbnails(decoded.clips, thumbnail_height)
         thumbnails = {
             "format": "jpeg",
@@ -83,6 +112,7 @@ def _decode_and_prepare(
             "clips": made.clips,
             "encode_ms": round((time.perf_counter() - done) * 1000.0, 3),
         }
+    checkpoint("finishing")
     return _Prepared(
         decoded.info,
         [list(map(int, idx)) for idx in decoded.indices],
@@ -112,15 +142,31 @@ class ClassifyPipeline:
 
     def __init__(self, engine: Engine, decode_pool: Executor) -> None:
         self.engine = engine
-        self.settings = engine.settings
+        s = self.settings = engine.settings
         self.metrics = engine.metrics
         self.decode_pool = decode_pool
+        self.turns = DecodeTurns(s.decode_workers)
         self.limits = VideoLimits(
-            max_bytes=self.settings.max_upload_bytes,
-            max_pixels=self.settings.max_pixels,
-            max_duration_s=self.settings.max_duration_s,
-            max_decoded_frames=self.settings.max_decoded_frames,
-            timeout_s=self.settings.decode_timeout_s,
+            max_bytes=s.max_upload_bytes,
+            max_pixels=s.max_pixels,
+            max_duration_s=s.max_duration_s,
+            max_decoded_frames=s.max_decoded_frames,
+            timeout_s=s.decode_timeout_s,
+            max_frame_pixels=s.max_frame_pixels,
+            max_aspect_ratio=s.max_aspect_ratio,
+            max_streams=s.max_streams,
+        )
+        self.uploads = UploadGate(
+            UploadPolicy(
+                max_bytes=s.max_upload_bytes,
+                max_uploads=s.max_uploads,
+                max_spool_bytes=s.max_spool_bytes,
+                timeout_s=s.upload_timeout_s,
+                min_bytes_per_s=s.upload_min_bytes_per_s,
+                grace_s=s.upload_grace_s,
+                max_parts=s.max_multipart_parts,
+                max_part_header_bytes=s.max_multipart_header_bytes,
+            )
         )
 
     def _validate(self, options: ClassifyOptions) -> tuple[Graph, int]:
@@ -143,23 +189,40 @@ class ClassifyPipeline:
             raise InvalidOptionError(f"top_k must be between 1 and {num_classes} for model {graph.name!r}")
         return graph, options.top_k
 
-    async def _prepare(self, request: Request, graph: Graph, options: ClassifyOptions) -> _Prepared:
-        upload = await read_upload(request, self.settings.max_upload_bytes)
+    async def _decode(self, upload: HeldUpload, graph: Graph, options: ClassifyOptions) -> _Prepared:
         thumbnail_height = self.settings.thumbnail_height if options.thumbnails else None
+        turn = Turn(self.turns, self.settings.decode_budget_s, self.settings.decode_timeout_s)
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(
+            self.decode_pool,
+            _decode_and_prepare,
+            upload.file,
+            graph,
+            options,
+            self.limits,
+            thumbnail_height,
+            turn,
+        )
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self.decode_pool, _decode_and_prepare, upload, graph, options, self.limits, thumbnail_height
-            )
+            return await self._answer_by_deadline(job, upload)
         except VideoError as error:
             self.metrics.decode_failures.labels(type(error).__name__).inc()
             raise
-        finally:
-            upload.close()
 
-    async def classify(self, request: Request, options: ClassifyOptions) -> dict[str, object]:
-        started = time.perf_counter()
-        graph, top_k = self._validate(options)
+    async def _answer_by_deadline(self, job: asyncio.Future[_Prepared], upload: HeldUpload) -> _Prepared:
+        """The thread stops itself at its deadline; this answers even if one FFmpeg call overruns."""
+        timeout_s = self.settings.decode_timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.shield(job), timeout_s + ANSWER_GRACE_S)
+        except TimeoutError:
+            upload.close_after(job)  # the file is the thread's until it ends
+            raise DecodeTimeoutError(
+                f"decoding took longer than {timeout_s:g} s (setting decode_timeout_s)"
+            ) from None
+
+    def _admit(self) -> None:
+        if not self.engine.ready:
+            raise NotReadyError("the service is shutting down", NOT_READY_RETRY_AFTER_S)
         if not self.engine.try_admit():
             self.metrics.rejected.inc()
             raise OverloadedError(
@@ -167,11 +230,24 @@ class ClassifyPipeline:
                 f"retry after {RETRY_AFTER_S} s",
                 RETRY_AFTER_S,
             )
+
+    async def classify(self, request: Request, options: ClassifyOptions) -> dict[str, object]:
+        """Admission counts work, not waiting: the upload is received first (bounded by the upload
+        gate), and only a complete body takes one of the ``max_queue`` decode/inference slots."""
+        started = time.perf_counter()
+        graph, top_k = self._validate(options)
+        upload = await self.uploads.receive(request)
         try:
-            prepared = await self._prepare(request, graph, options)
-            result = await self.engine.infer(graph, prepared.batch)
+            self._admit()
+            try:
+                prepared = await self._decode(upload, graph, options)
+                result = await self.engine.infer(graph, prepared.batch)
+            finally:
+                self.engine.release()
         finally:
-            self.engine.release()
+            upload.close()
+            if self.engine.inflight == 0:  # idle: give the heap of the last requests back, off the loop
+                asyncio.get_running_loop().run_in_executor(self.decode_pool, give_back_memory, True)
 
         timings = {
             "decode": prepared.decode_ms,

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from attack import black_h264
 from clips import encode_clip
 from conftest import ROOT, free_port, server_command, server_env, start_server
 from onnx import TensorProto, helper
@@ -80,23 +81,33 @@ def test_sigterm_drains_answers_every_admitted_request_then_exits_cleanly(
     tsn_only_repo: Path, tmp_path: Path
 ):
     clip = encode_clip(tmp_path / "clip.mp4", frames=16).read_bytes()
+    # admitted = body complete and decoding: one-keyframe 1080p clips, about a second each to decode
+    long_decode = black_h264(tmp_path / "long.mp4", 1920, 1080, 600)
     server = start_server(tsn_only_repo, tmp_path / "server.log", max_queue=8)
     in_flight = 6
 
     def slow_body():
         yield clip[:500]
-        time.sleep(2.0)  # still uploading when SIGTERM arrives
+        time.sleep(2.0)  # still uploading when SIGTERM arrives: not admitted, not waited for
         yield clip[500:]
 
     def admitted_request() -> int:
         with httpx.Client(base_url=server.url, timeout=60.0) as client:
-            response = client.post("/classify", content=slow_body(), headers={"content-type": "video/mp4"})
+            response = client.post("/classify", content=long_decode, headers={"content-type": "video/mp4"})
             assert response.status_code != 200 or response.json()["predictions"]
             return response.status_code
 
+    def unfinished_upload() -> httpx.Response:
+        with httpx.Client(base_url=server.url, timeout=60.0) as client:
+            return client.post("/classify", content=slow_body(), headers={"content-type": "video/mp4"})
+
     try:
-        with ThreadPoolExecutor(in_flight) as pool, httpx.Client(base_url=server.url, timeout=10) as probe:
+        with (
+            ThreadPoolExecutor(in_flight + 2) as pool,
+            httpx.Client(base_url=server.url, timeout=10) as probe,
+        ):
             futures = [pool.submit(admitted_request) for _ in range(in_flight)]
+            uploads = [pool.submit(unfinished_upload) for _ in range(2)]
             deadline = time.monotonic() + 20
             while probe.get("/health").json()["in_flight"] < in_flight and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -107,9 +118,12 @@ def test_sigterm_drains_answers_every_admitted_request_then_exits_cleanly(
             late = httpx.post(f"{server.url}/classify", content=clip, headers={"content-type": "video/mp4"})
             assert late.status_code == 503 and "shutting down" in late.json()["detail"], late.text
             assert int(late.headers["retry-after"]) > 0
-            assert httpx.get(f"{server.url}/ready").status_code == 503
+            ready = httpx.get(f"{server.url}/ready")
+            assert ready.status_code == 503 and int(ready.headers["retry-after"]) > 0
             statuses = [f.result(timeout=60) for f in futures]
+            unfinished = [f.result(timeout=10) for f in uploads]
         assert statuses == [200] * in_flight, server.log()
+        assert all(u.status_code == 503 and "shutting down" in u.json()["detail"] for u in unfinished)
         assert server.process.wait(30) == 0, server.log()
         assert "Traceback" not in server.log()
     finally:

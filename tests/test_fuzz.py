@@ -12,6 +12,8 @@ import fuzz
 import pytest
 from conftest import Server, start_server
 
+from service.thumbnails import thumbnail_size
+
 CI_INPUTS = 600
 DECODE_TIMEOUT_S = 5.0
 
@@ -67,8 +69,11 @@ def test_mutated_videos_never_get_a_5xx(fuzz_server: Server, seeds):
     assert report.statuses[200] > 0 and report.statuses[415] + report.statuses[422] > CI_INPUTS // 4
 
 
-def test_a_65535_pixel_wide_video_gets_its_thumbnails(fuzz_server: Server, seeds):
-    """Found by the fuzzer: 65535x48 is legal under max_pixels but too wide for a JPEG (was a 500)."""
+def test_a_65535_pixel_wide_video_is_refused_by_its_aspect_ratio(fuzz_server: Server, seeds):
+    """Found by the fuzzer: 65535x48 is legal under max_pixels but too wide for a JPEG (was a 500),
+    and resized to the model's short side it is a frame hundreds of thousands of pixels wide
+    (issue #21: +4 GB). It is now a 422 before anything is decoded (max_aspect_ratio); a server
+    that raises that limit still gets thumbnails no wider than a JPEG allows."""
     wide = fuzz._patch_after(seeds["gif.gif"], b"GIF89a", 6, "<H", 65535)
     with fuzz_server.client() as client:
         response = client.post(
@@ -77,7 +82,7 @@ def test_a_65535_pixel_wide_video_gets_its_thumbnails(fuzz_server: Server, seeds
             content=wide,
             headers={"content-type": "application/octet-stream"},
         )
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["video"]["width"] == 65535
-    assert 1 <= body["thumbnails"]["width"] <= 65500 and body["thumbnails"]["height"] >= 1
+    assert response.status_code == 422, response.text
+    assert "max_aspect_ratio" in response.json()["detail"]
+    width, height = thumbnail_size(65535, 48, 72)
+    assert width <= 65500 and height >= 1

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from attack import black_h264
 from clips import encode_clip
 from conftest import Server, start_server
 
@@ -87,8 +88,10 @@ def test_streamed_upload_is_cut_off_while_reading(limited):
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
 
 
-def test_overload_gives_503_with_retry_after_and_the_server_survives(limited, small_clip):
-    """A slow upload holds the only queue slot; requests meanwhile get 503 + Retry-After at once."""
+def test_overload_gives_503_with_retry_after_and_the_server_survives(limited, small_clip, clip_dir):
+    """Admission counts work, not waiting: a slow upload holds no slot (a request meanwhile is
+    served); a long decode holds the only one (max_queue=1), and requests meanwhile get 503 +
+    Retry-After at once."""
     data = small_clip.read_bytes()
 
     def slow_body():
@@ -102,13 +105,21 @@ def test_overload_gives_503_with_retry_after_and_the_server_survives(limited, sm
                 "/classify", content=slow_body(), headers={**AUTH, "content-type": "video/mp4"}
             )
 
-    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=limited.url, timeout=30.0) as client:
+    with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(slow_request)
+        time.sleep(0.5)
+        assert post(limited, small_clip).status_code == 200
+        assert slow.result().status_code == 200, slow.result().text
+
+    bomb = clip_dir / "long-decode.mp4"  # ~25 KB, one keyframe: about a second to decode
+    bomb.write_bytes(black_h264(bomb, 1920, 1080, 600))
+    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=limited.url, timeout=30.0) as client:
+        busy = pool.submit(post, limited, bomb)
         deadline = time.monotonic() + 10
         while client.get("/health").json()["in_flight"] < 1 and time.monotonic() < deadline:
             time.sleep(0.02)
         rejected = [post(limited, small_clip) for _ in range(3)]
-        assert slow.result().status_code == 200, slow.result().text
+        assert busy.result().status_code == 200, busy.result().text
     for response in rejected:
         assert response.status_code == 503, response.text
         assert int(response.headers["retry-after"]) >= 1

@@ -61,7 +61,7 @@ from videocore.errors import (
     UndecodableVideoError,
     VideoLimitError,
 )
-from videocore.views import INTERPOLATION, short_side_size
+from videocore.views import INTERPOLATION, checked_output_size
 
 __all__ = ["DecodedVideo", "VideoInfo", "VideoLimits", "probe_and_decode"]
 
@@ -92,6 +92,14 @@ class VideoLimits:
     max_duration_s: float = 600.0
     max_decoded_frames: int = 100_000
     timeout_s: float = 20.0
+    # Hostile-input bounds (0: no limit). max_frame_pixels and max_aspect_ratio bound a frame after
+    # the resize (see views.checked_output_size); max_streams is FFmpeg's own cap while probing.
+    max_frame_pixels: int = 0
+    max_aspect_ratio: float = 0.0
+    max_streams: int = 0
+    # Called at every deadline check with the stage; may raise a VideoError (the service's fair
+    # share of the decoder and its per-request budget live there).
+    checkpoint: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -119,11 +127,14 @@ class DecodedVideo:
 
 # ------------------------------------------------------------------------------------------- decoding
 class _Deadline:
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, checkpoint: Callable[[str], None] | None = None) -> None:
         self.timeout_s = timeout_s
         self.end = time.monotonic() + timeout_s
+        self.checkpoint = checkpoint
 
     def check(self, stage: str) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(stage)
         if time.monotonic() > self.end:
             raise DecodeTimeoutError(
                 f"decoding took longer than {self.timeout_s:g} s (setting timeout_s) while {stage}"
@@ -146,7 +157,7 @@ def probe_and_decode(
     clip; ``FileNotFoundError`` for a missing path; ``ValueError`` if ``choose_indices`` returns
     indices outside ``[0, n-1]`` (a caller bug).
     """
-    deadline = _Deadline(limits.timeout_s)
+    deadline = _Deadline(limits.timeout_s, limits.checkpoint)
     if resize_short_side is not None and resize_short_side <= 0:
         raise ValueError(f"resize_short_side must be positive, got {resize_short_side}")
     fileobj = _as_input(source, limits)
@@ -203,7 +214,10 @@ def _decoder_options(limits: VideoLimits) -> dict[str, str]:
     """FFmpeg's own pixel cap, a backstop against absurd headers (16000x16000) allocating before our
     exact ``max_pixels`` check runs. FFmpeg counts *aligned* buffers (480x320 H.264 needs 512x320, a
     100-pixel-wide frame 128), so it gets headroom; otherwise a video exactly at the limit fails."""
-    return {"max_pixels": str(max(4 * limits.max_pixels, 1 << 22))}
+    options = {"max_pixels": str(max(4 * limits.max_pixels, 1 << 22))}
+    if limits.max_streams:
+        options["max_streams"] = str(limits.max_streams)
+    return options
 
 
 def _reason(exc: BaseException) -> str:
@@ -340,6 +354,10 @@ def _decode(
     warnings: list[str] = []
     stream = _pick_video_stream(container)
     width, height, header_duration = _check_header(container, stream, limits)
+    if min(width, height) > 0:
+        checked_output_size(
+            width, height, resize_short_side, limits.max_aspect_ratio, limits.max_frame_pixels
+        )
     pk = _demux(container, stream, limits, deadline, warnings)
     n = len(pk.packets)
     if n == 0:
@@ -443,7 +461,7 @@ class _SampledFrameDecoder:
         # header says fails to decode instead of allocating them.
         self.ctx.options = _decoder_options(self.limits)
         if min(header_size) > 0:
-            self.target = short_side_size(*header_size, self.resize_short_side)
+            self.target = self._output_size(*header_size)
         done = self._decode_packets() if self.needed else True
         if not done:
             self._drain()
@@ -532,6 +550,12 @@ class _SampledFrameDecoder:
             return float((frame.pts - self.start_pts) * self.time_base)
         return idx / self.fps if self.fps > 0 else 0.0
 
+    def _output_size(self, width: int, height: int) -> tuple[int, int]:
+        lim = self.limits
+        return checked_output_size(
+            width, height, self.resize_short_side, lim.max_aspect_ratio, lim.max_frame_pixels
+        )
+
     def _convert(self, frame: Any) -> np.ndarray:
         pixels = frame.width * frame.height
         if pixels > self.limits.max_pixels:
@@ -542,7 +566,7 @@ class _SampledFrameDecoder:
                 self.limits.max_pixels,
             )
         if self.target is None:
-            self.target = short_side_size(frame.width, frame.height, self.resize_short_side)
+            self.target = self._output_size(frame.width, frame.height)
         kwargs = {}
         if int(frame.color_range or 0):
             kwargs["src_color_range"] = int(frame.color_range)

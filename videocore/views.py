@@ -10,7 +10,15 @@ from __future__ import annotations
 import av
 import numpy as np
 
-__all__ = ["INTERPOLATION", "resize_short_side_center_crop", "short_side_size", "three_crops"]
+from videocore.errors import VideoLimitError
+
+__all__ = [
+    "INTERPOLATION",
+    "checked_output_size",
+    "resize_short_side_center_crop",
+    "short_side_size",
+    "three_crops",
+]
 
 INTERPOLATION = "BILINEAR"
 
@@ -22,6 +30,29 @@ def short_side_size(width: int, height: int, short_side: int | None) -> tuple[in
     if width <= height:
         return short_side, max(1, round(height * short_side / width))
     return max(1, round(width * short_side / height)), short_side
+
+
+def checked_output_size(
+    width: int, height: int, short_side: int | None, max_aspect_ratio: float = 0.0, max_pixels: int = 0
+) -> tuple[int, int]:
+    """:func:`short_side_size`, refusing a shape whose aspect ratio or resized frame is over a limit
+    (0: none) with :class:`~videocore.errors.VideoLimitError`: a 65535x48 canvas resized to a short
+    side of 256 would be a 350,000-pixel-wide frame."""
+    if max_aspect_ratio and min(width, height) > 0:
+        ratio = max(width, height) / min(width, height)
+        if ratio > max_aspect_ratio:
+            raise VideoLimitError(
+                f"aspect ratio of {width}x{height}", "max_aspect_ratio", round(ratio, 2), max_aspect_ratio
+            )
+    size = short_side_size(width, height, short_side)
+    if max_pixels and size[0] * size[1] > max_pixels:
+        raise VideoLimitError(
+            f"frame size after the resize {size[0]}x{size[1]} in pixels",
+            "max_frame_pixels",
+            size[0] * size[1],
+            max_pixels,
+        )
+    return size
 
 
 def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -38,7 +38,71 @@ class Settings(BaseSettings):
     max_duration_s: float = Field(600.0, gt=0, description="Longest video duration")
     max_decoded_frames: int = Field(20_000, ge=1, description="Most frames decoded per video")
     decode_timeout_s: float = Field(30.0, gt=0, description="Wall-clock limit for decoding one video")
-    decode_workers: int = Field(2, ge=1, description="Threads decoding videos in parallel")
+    decode_workers: int = Field(
+        2,
+        ge=1,
+        description="Videos decoded at once. Decoding takes turns: every admitted request starts at once "
+        "and the running ones hand the decoder over every few tens of milliseconds, so a small clip "
+        "is not stuck behind large ones",
+    )
+    decode_budget_s: float = Field(
+        10.0,
+        gt=0,
+        description="Decoder time (seconds of turns held) one request may use, from opening the file to "
+        "the model's input and thumbnails; 422 beyond. decode_timeout_s bounds the wall time",
+    )
+    max_frame_pixels: int = Field(
+        1024 * 1024,
+        ge=1,
+        description="Most pixels of one frame after the resize to the model's short side (422 beyond): "
+        "bounds the memory of a decoded frame whatever the header says",
+    )
+    max_aspect_ratio: float = Field(
+        8.0,
+        ge=1,
+        description="Largest long side / short side of a video (422 beyond); a 65535x48 canvas would "
+        "otherwise be resized to a frame hundreds of thousands of pixels wide",
+    )
+    max_streams: int = Field(
+        32,
+        ge=1,
+        description="Most streams FFmpeg reads from a container (the rest are ignored). It opens a "
+        "decoder per stream while probing: an MKV of 1000 one-frame H.264 streams cost +776 MiB, "
+        "+21 MiB with 32",
+    )
+    max_uploads: int = Field(
+        32,
+        ge=1,
+        description="Uploads being received at once (their bodies not complete); more get 503 + "
+        "Retry-After. Separate from max_queue: a slow upload holds no decode or inference slot",
+    )
+    max_spool_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1,
+        description="Bytes of uploads held at once (being received, queued or decoding, memory and "
+        "disk spool together); an upload that would pass it gets 503 + Retry-After",
+    )
+    upload_timeout_s: float = Field(
+        300.0, gt=0, description="Longest time to receive one upload body; 408 (connection closed) after"
+    )
+    upload_min_bytes_per_s: int = Field(
+        16 * 1024,
+        ge=1,
+        description="Slowest accepted average upload rate once upload_grace_s has passed: an upload "
+        "must have sent (seconds since its headers - upload_grace_s) x this many bytes, else 408",
+    )
+    upload_grace_s: float = Field(
+        5.0,
+        gt=0,
+        description="How long an upload may send nothing at first (also bounds 'Expect: 100-continue' "
+        "with no body) before upload_min_bytes_per_s applies",
+    )
+    max_multipart_parts: int = Field(
+        16, ge=1, description="Most parts in a multipart/form-data upload (422 beyond)"
+    )
+    max_multipart_header_bytes: int = Field(
+        8 * 1024, ge=256, description="Most bytes of headers of one multipart part (422 beyond)"
+    )
     max_batch_size: int = Field(8, ge=1, description="Most clips (rows) per inference batch")
     max_batch_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits for more requests")
     max_queue: int = Field(16, ge=1, description="Requests in flight at once; more get 503 + Retry-After")
@@ -55,6 +119,11 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     api_key: SecretStr | None = Field(None, description="When set, model routes need 'Authorization: Bearer'")
+    protect_ops: bool = Field(
+        False,
+        description="With api_key set, also require the key for /metrics, /docs, /redoc and "
+        "/openapi.json (the probes /health, /ready, /v2/health/* stay open)",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Allowed CORS origins; empty = CORS off"
     )
@@ -70,6 +139,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("api_key")
+    @classmethod
+    def _sendable_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """A key must fit in an HTTP header: printable, no spaces (compared as UTF-8 bytes)."""
+        if value is not None and any(ch.isspace() or not ch.isprintable() for ch in value.get_secret_value()):
+            raise ValueError("api_key must be printable characters without spaces (it is sent in a header)")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

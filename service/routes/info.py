@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -10,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.deps import ReadyEngine
 from service.engine import Engine, Graph
 from service.repository import version_key
-from service.routes.auth import require_api_key
+from service.routes.auth import require_api_key, require_ops_key
 from service.schemas import (
     ErrorBody,
     HealthResponse,
@@ -25,6 +26,7 @@ NOT_READY: Responses = {503: {"model": ErrorBody, "description": "not ready"}}
 UNKNOWN_MODEL: Responses = {404: {"model": ErrorBody, "description": "unknown model or version"}}
 
 probes = APIRouter(tags=["health"])
+ops = APIRouter(tags=["health"], dependencies=[Depends(require_ops_key)])
 models = APIRouter(
     tags=["models"],
     dependencies=[Depends(require_api_key)],
@@ -69,9 +71,11 @@ async def ready(engine: ReadyEngine) -> dict[str, bool]:
     return {"ready": True}
 
 
-@probes.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@ops.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # Rendered in a thread: a scrape never stalls the event loop (and so /health) however large.
+    body = await asyncio.to_thread(generate_latest, request.app.state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def _grouped(engine: Engine) -> dict[tuple[str, str], list[Graph]]:
@@ -79,6 +83,18 @@ def _grouped(engine: Engine) -> dict[tuple[str, str], list[Graph]]:
     for graph in engine.graphs.values():
         groups[(graph.name, graph.version)].append(graph)
     return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], version_key(kv[0][1]))))
+
+
+# Facts about the export machine (library versions, timings): nothing a client needs.
+PRIVATE_MANIFEST_KEYS = frozenset({"exported_with", "export_seconds"})
+
+
+def _relative(engine: Engine, graph: Graph) -> str:
+    """The graph's path inside the model repository: the server's directories are not shown."""
+    try:
+        return graph.file.path.resolve().relative_to(engine.settings.models_dir.resolve()).as_posix()
+    except ValueError:
+        return f"{graph.name}/{graph.version}/{graph.file.path.name}"
 
 
 def _model_info(engine: Engine, graphs: list[Graph]) -> dict[str, object]:
@@ -112,11 +128,11 @@ def _model_info(engine: Engine, graphs: list[Graph]) -> dict[str, object]:
                 "providers": g.providers,
                 "fallback": g.fallback,
                 "warmup_ms": round(g.warmup_ms, 3),
-                "path": str(g.file.path),
+                "path": _relative(engine, g),
             }
             for g in sorted(graphs, key=lambda g: g.frames)
         ],
-        "manifest": dict(first.file.manifest),
+        "manifest": {k: v for k, v in first.file.manifest.items() if k not in PRIVATE_MANIFEST_KEYS},
     }
 
 
@@ -186,3 +202,13 @@ async def v2_model_version(name: str, version: str, engine: ReadyEngine) -> dict
 async def v2_model_ready(name: str, engine: ReadyEngine) -> dict[str, object]:
     engine.lookup(name, None)
     return {"name": name, "ready": True}
+
+
+# Load balancers and uptime checkers probe with HEAD: the same answers, no body, not in the schema.
+for _path, _probe in (
+    ("/health", health),
+    ("/ready", ready),
+    ("/v2/health/live", v2_live),
+    ("/v2/health/ready", v2_ready),
+):
+    probes.add_api_route(_path, _probe, methods=["HEAD"], include_in_schema=False)
