@@ -27,7 +27,12 @@ Why it is built this way (each point was measured on real clips):
 Frame indices are 0-based in presentation order over the packets of the first video stream (not
 counting cover-art streams). If fewer frames decode than packets were counted (corrupt packets,
 hidden frames), a missing index is served by the nearest earlier decoded frame (or the next one when
-none precedes it) and a warning says so.
+none precedes it) and a :class:`DecodeWarning` says so.
+
+Edit lists: an MP4 trimmed without re-encoding (``ffmpeg -ss 1.3 -c copy``, phone trimming) starts
+its edit list mid-GOP; FFmpeg's demuxer flags the packets before the cut ``is_discard``. They are
+still sent to the decoder (the first shown frames reference them) but are not counted as frames,
+get no index and are never returned, so frame 0 is the first frame FFmpeg itself presents.
 
 Rotation: ``VideoInfo.rotation`` is FFmpeg's display-matrix angle, i.e. how many degrees
 COUNTERCLOCKWISE the stored picture must be turned for display (what ``ffmpeg -display_rotation``
@@ -63,7 +68,7 @@ from videocore.errors import (
 )
 from videocore.views import INTERPOLATION, short_side_size
 
-__all__ = ["DecodedVideo", "VideoInfo", "VideoLimits", "probe_and_decode"]
+__all__ = ["DecodeWarning", "DecodedVideo", "VideoInfo", "VideoLimits", "probe_and_decode"]
 
 # Skip ahead only when at least this many packets are jumped over (a restart costs a decoder flush).
 _MIN_SKIP_PACKETS = 2
@@ -106,14 +111,35 @@ class VideoInfo:
     rotation: int  # 0/90/180/270, counterclockwise, as FFmpeg's display matrix (see module docstring)
 
 
+@dataclass(frozen=True)
+class DecodeWarning:
+    """Something about the clip that did not stop decoding but changed what came back.
+
+    ``kind`` is one of :data:`WARNING_KINDS` (stable, for counting); ``message`` is for people.
+    """
+
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# frames_substituted: sampled frames that never decoded were served by a neighbouring frame;
+# truncated: the container stopped before its end (the frames read so far are used);
+# decode_order: no usable timestamps, frames are numbered in decoding order.
+WARNING_KINDS = ("frames_substituted", "truncated", "decode_order")
+
+
 @dataclass
 class DecodedVideo:
     info: VideoInfo
     clips: list[np.ndarray]  # one (T, H, W, 3) uint8 RGB array per clip, upright
     indices: list[list[int]]  # the frame indices asked for, per clip
     timestamps_s: list[list[float]]  # presentation time of the frame actually returned, per clip
-    warnings: list[str] = field(default_factory=list)
-    # cost counters: packets, frames_decoded, frames_converted, skips (decoder restarts at a keyframe)
+    warnings: list[DecodeWarning] = field(default_factory=list)
+    # cost counters: packets (frames counted), discarded (packets decoded only as references: an edit
+    # list's pre-roll), frames_decoded, frames_converted, skips (decoder restarts at a keyframe)
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -237,25 +263,38 @@ def _short_container_name(container: Any, codecs: set[str]) -> str:
     return name.split(",")[0]
 
 
+# Rank of a packet that is decoded only as a reference (an edit list's pre-roll): no frame index.
+_DISCARDED = -1
+
+
 @dataclass
 class _Packets:
-    packets: list[Any]  # av.Packet in decode order (empty/discarded ones dropped)
-    rank: list[int] | None  # presentation index of each packet; None: unknown (no usable pts)
-    pts_rank: dict[int, int]  # pts -> presentation index
-    sorted_pts: list[int]
-    keyframes: list[int]  # packet positions of keyframes, increasing
+    """The video packets in decode order, and which presentation index each one's frame has.
+
+    Packets FFmpeg flags ``is_discard`` (what an MP4 edit list that starts mid-GOP marks, as
+    ``ffmpeg -ss ... -c copy`` and phone trimming write) are kept: the decoder needs them as references
+    for the first shown frames, and drops their own frames itself. They are not counted as frames and
+    get rank :data:`_DISCARDED`.
+    """
+
+    packets: list[Any]  # av.Packet in decode order, empty ones dropped, discarded ones kept
+    frames: int  # packets that are not discarded: the frames of the clip
+    rank: list[int] | None  # presentation index of each packet (_DISCARDED); None: no usable pts
+    pts_rank: dict[int, int]  # pts -> presentation index, counted frames only
+    first_pts: int | None  # the first counted frame's pts
+    keyframes: list[int]  # positions of counted keyframes, increasing
     duration_s: float | None
 
 
 def _read_packets(
-    container: Any, stream: Any, limits: VideoLimits, deadline: _Deadline, warnings: list[str]
+    container: Any, stream: Any, limits: VideoLimits, deadline: _Deadline, warnings: list[DecodeWarning]
 ) -> tuple[list[Any], int]:
     packets: list[Any] = []
     last_duration = 0
     try:
         for packet in container.demux(stream):
             deadline.check("counting frames")
-            if packet.size == 0 or packet.is_discard:
+            if packet.size == 0:
                 continue
             packets.append(packet)
             last_duration = packet.duration or last_duration
@@ -266,30 +305,34 @@ def _read_packets(
     except _AV_ERRORS as exc:
         if not packets:
             raise UndecodableVideoError(f"cannot read the video stream ({_reason(exc)})") from exc
-        warnings.append(f"stopped reading at packet {len(packets)} ({_reason(exc)}); file truncated?")
+        warnings.append(
+            DecodeWarning(
+                "truncated", f"stopped reading at packet {len(packets)} ({_reason(exc)}); file truncated?"
+            )
+        )
     return packets, last_duration
 
 
 def _demux(
-    container: Any, stream: Any, limits: VideoLimits, deadline: _Deadline, warnings: list[str]
+    container: Any, stream: Any, limits: VideoLimits, deadline: _Deadline, warnings: list[DecodeWarning]
 ) -> _Packets:
     packets, last_duration = _read_packets(container, stream, limits, deadline, warnings)
-    pts = [p.pts for p in packets]
-    rank: list[int] | None = None
-    pts_rank: dict[int, int] = {}
-    sorted_pts: list[int] = []
-    duration_s = None
-    tb = stream.time_base
-    if packets and None not in pts and len(set(pts)) == len(pts):
+    counted = [p for p in packets if not p.is_discard]
+    pts = [p.pts for p in counted]
+    keyframes = [i for i, p in enumerate(packets) if p.is_keyframe and not p.is_discard]
+    pk = _Packets(packets, len(counted), None, {}, None, keyframes, None)
+    if counted and None not in pts and len(set(pts)) == len(pts):
         sorted_pts = sorted(pts)
-        pts_rank = {p: i for i, p in enumerate(sorted_pts)}
-        rank = [pts_rank[p] for p in pts]
-        if tb:
-            duration_s = float((sorted_pts[-1] + last_duration - sorted_pts[0]) * tb)
-    elif packets:
-        warnings.append("packets lack unique timestamps: frames numbered in decoding order, no skipping")
-    keyframes = [i for i, p in enumerate(packets) if p.is_keyframe]
-    return _Packets(packets, rank, pts_rank, sorted_pts, keyframes, duration_s)
+        pk.pts_rank = {p: i for i, p in enumerate(sorted_pts)}
+        pk.rank = [_DISCARDED if p.is_discard else pk.pts_rank[p.pts] for p in packets]
+        pk.first_pts = sorted_pts[0]
+        if stream.time_base:
+            pk.duration_s = float((sorted_pts[-1] + last_duration - sorted_pts[0]) * stream.time_base)
+    elif counted:
+        warnings.append(
+            DecodeWarning("decode_order", "packets lack unique timestamps: frames numbered in decoding order")
+        )
+    return pk
 
 
 def _check_duration(duration_s: float | None, limits: VideoLimits) -> None:
@@ -337,11 +380,11 @@ def _decode(
     deadline: _Deadline,
     resize_short_side: int | None,
 ) -> DecodedVideo:
-    warnings: list[str] = []
+    warnings: list[DecodeWarning] = []
     stream = _pick_video_stream(container)
     width, height, header_duration = _check_header(container, stream, limits)
     pk = _demux(container, stream, limits, deadline, warnings)
-    n = len(pk.packets)
+    n = pk.frames
     if n == 0:
         raise UndecodableVideoError("the video stream has no frames")
     duration_s = pk.duration_s if pk.duration_s is not None else header_duration
@@ -373,7 +416,8 @@ def _decode(
     )
     clips = [np.stack([decoder.out[i] for i in clip]) for clip in clips_idx]
     timestamps = [[decoder.times[i] for i in clip] for clip in clips_idx]
-    return DecodedVideo(info, clips, clips_idx, timestamps, warnings, {**decoder.stats(), "packets": n})
+    stats = {**decoder.stats(), "packets": n, "discarded": len(pk.packets) - n}
+    return DecodedVideo(info, clips, clips_idx, timestamps, warnings, stats)
 
 
 def _header_duration(container: Any, stream: Any) -> float | None:
@@ -421,7 +465,7 @@ class _SampledFrameDecoder:
         self.deadline = deadline
         self.resize_short_side = resize_short_side
         self.time_base: Fraction | None = stream.time_base
-        self.start_pts = packets.sorted_pts[0] if packets.sorted_pts else (stream.start_time or 0)
+        self.start_pts = packets.first_pts if packets.first_pts is not None else (stream.start_time or 0)
         self.fps = float(stream.average_rate) if stream.average_rate else 0.0
         # One output size for every frame (frames of one clip are stacked), from the header, or from
         # the first converted frame when the header has no size.
@@ -501,9 +545,9 @@ class _SampledFrameDecoder:
         if self.rotation is None:
             self.rotation = _normalize_rotation(frame.rotation or 0)
         self.decoded += 1
-        idx = self.pk.pts_rank.get(frame.pts) if self.pk.rank is not None and frame.pts is not None else None
+        idx = self._frame_index(frame)
         if idx is None:
-            idx = self.last.index + 1 if self.last is not None else 0
+            return False
         seen = _Seen(idx, frame, self._frame_time(frame, idx))
         while self.next_needed < len(self.needed) and self.needed[self.next_needed] < idx:
             # never decoded: served by the previous frame, or by this one when none came before
@@ -513,6 +557,18 @@ class _SampledFrameDecoder:
             self.next_needed += 1
         self.last = seen
         return self.next_needed >= len(self.needed)
+
+    def _frame_index(self, frame: Any) -> int | None:
+        """The frame's presentation index; None for a frame before the first counted one (an edit
+        list's pre-roll that the decoder did not drop itself)."""
+        pk = self.pk
+        if pk.rank is not None and frame.pts is not None:
+            idx = pk.pts_rank.get(frame.pts)
+            if idx is not None:
+                return idx
+            if pk.first_pts is not None and frame.pts < pk.first_pts:
+                return None
+        return self.last.index + 1 if self.last is not None else 0
 
     def _give_missing(self, seen: _Seen) -> None:
         index = self.needed[self.next_needed]
@@ -553,13 +609,18 @@ class _SampledFrameDecoder:
         return np.rot90(rgb, k=k) if k else rgb
 
     # -- results
-    def warnings(self) -> list[str]:
+    def warnings(self) -> list[DecodeWarning]:
         if not self.missing:
             return []
         shown = f"{self.missing[:10]}{' ...' if len(self.missing) > 10 else ''}"
+        last = self.last.index if self.last is not None else -1
+        ended = f"; the stream ended at frame {last}" if last < self.pk.frames - 1 else ""
         return [
-            f"{self.decoded} frames decoded, {len(self.pk.packets)} packets counted",
-            f"{len(self.missing)} sampled frame(s) did not decode and were replaced by a neighbour: {shown}",
+            DecodeWarning(
+                "frames_substituted",
+                f"{len(self.missing)} sampled frame(s) of {self.pk.frames} did not decode and were "
+                f"replaced by a neighbour: {shown}{ended}",
+            )
         ]
 
     def stats(self) -> dict[str, int]:
