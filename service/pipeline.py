@@ -22,7 +22,7 @@ from service.model_io import dependency_summary, model_input, top_predictions
 from service.thumbnails import jpeg_thumbnails
 from service.upload import read_upload
 from videocore.contract import PROBS
-from videocore.decode import VideoInfo, VideoLimits, probe_and_decode
+from videocore.decode import DecodeWarning, VideoInfo, VideoLimits, probe_and_decode
 from videocore.errors import VideoError
 from videocore.sampling import index_chooser
 
@@ -53,6 +53,7 @@ class _Prepared:
     decode_ms: float
     preprocess_ms: float
     thumbnails: dict[str, object] | None
+    warnings: list[DecodeWarning]
 
 
 def _decode_and_prepare(
@@ -91,6 +92,7 @@ def _decode_and_prepare(
         (decoded_at - started) * 1000.0,
         (done - decoded_at) * 1000.0,
         thumbnails,
+        decoded.warnings,
     )
 
 
@@ -182,6 +184,8 @@ class ClassifyPipeline:
         }
         for stage, ms in timings.items():
             self.metrics.stage_latency.labels(stage).observe(ms / 1000.0)
+        for warning in prepared.warnings:
+            self.metrics.decode_warnings.labels(warning.kind).inc()
         response: dict[str, object] = {
             "model": {
                 "name": graph.name,
@@ -194,6 +198,7 @@ class ClassifyPipeline:
             "video": video_summary(prepared.info),
             "sampled": {"indices": prepared.indices, "timestamps_s": prepared.timestamps_s},
             "timings_ms": {k: round(v, 3) for k, v in timings.items()},
+            "warnings": [{"kind": w.kind, "message": w.message} for w in prepared.warnings],
         }
         if prepared.thumbnails is not None:
             response["thumbnails"] = prepared.thumbnails

@@ -77,6 +77,15 @@ class Thumbnails(BaseModel):
     encode_ms: float = Field(description="Time spent encoding them (not part of timings_ms)")
 
 
+class DecodeWarningBody(BaseModel):
+    kind: str = Field(
+        description="frames_substituted (sampled frames that did not decode were replaced by a "
+        "neighbouring frame), truncated (the file ended early; the frames read were used) or "
+        "decode_order (no usable timestamps: frames numbered in decoding order)"
+    )
+    message: str = Field(description="What happened, in words")
+
+
 class ClassifyResponse(BaseModel):
     model: ModelRef
     predictions: list[Prediction]
@@ -85,6 +94,11 @@ class ClassifyResponse(BaseModel):
     sampled: Sampled
     timings_ms: Timings
     thumbnails: Thumbnails | None = Field(None, description="Only with ?thumbnails=true")
+    warnings: list[DecodeWarningBody] = Field(
+        default_factory=list,
+        description="Always present; empty when the video decoded cleanly. Non-empty means the "
+        "predictions were made on frames that are not exactly the ones asked for",
+    )
 
 
 class ProvidersInfo(BaseModel):
