@@ -22,7 +22,7 @@ from service.model_io import dependency_summary, model_input, top_predictions
 from service.thumbnails import jpeg_thumbnails
 from service.upload import read_upload
 from videocore.contract import PROBS
-from videocore.decode import DecodeWarning, VideoInfo, VideoLimits, probe_and_decode
+from videocore.decode import DecodeWarning, VideoInfo, VideoLimits, probe_and_decode, threads_per_decode
 from videocore.errors import VideoError
 from videocore.sampling import index_chooser
 
@@ -62,14 +62,17 @@ def _decode_and_prepare(
     options: ClassifyOptions,
     limits: VideoLimits,
     thumbnail_height: int | None,
+    threads: int,
 ) -> _Prepared:
-    """Runs in the decode thread pool. ``thumbnail_height``: None for no thumbnails."""
+    """Runs in the decode thread pool. ``thumbnail_height``: None for no thumbnails; ``threads``: FFmpeg
+    threads for this decode."""
     started = time.perf_counter()
     decoded = probe_and_decode(
         upload,
         index_chooser(graph.meta.frames, options.clips),
         limits,
         resize_short_side=graph.meta.resize_short_side,
+        threads=threads,
     )
     decoded_at = time.perf_counter()
     batch = model_input(decoded.clips, graph.meta, options.crops)
@@ -124,6 +127,7 @@ class ClassifyPipeline:
             max_decoded_frames=self.settings.max_decoded_frames,
             timeout_s=self.settings.decode_timeout_s,
         )
+        self.decode_threads = self.settings.decode_threads or threads_per_decode(self.settings.decode_workers)
 
     def _validate(self, options: ClassifyOptions) -> tuple[Graph, int]:
         """The graph to run and the top_k to answer with; raises before any slot or byte is taken."""
@@ -151,7 +155,14 @@ class ClassifyPipeline:
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(
-                self.decode_pool, _decode_and_prepare, upload, graph, options, self.limits, thumbnail_height
+                self.decode_pool,
+                _decode_and_prepare,
+                upload,
+                graph,
+                options,
+                self.limits,
+                thumbnail_height,
+                self.decode_threads,
             )
         except VideoError as error:
             self.metrics.decode_failures.labels(type(error).__name__).inc()

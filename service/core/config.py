@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     max_decoded_frames: int = Field(20_000, ge=1, description="Most frames decoded per video")
     decode_timeout_s: float = Field(30.0, gt=0, description="Wall-clock limit for decoding one video")
     decode_workers: int = Field(2, ge=1, description="Threads decoding videos in parallel")
+    decode_threads: int = Field(
+        0,
+        ge=0,
+        description="FFmpeg threads inside one decode; 0: the CPUs divided among decode_workers (at "
+        "least 1: on 2 CPUs with 2 workers each decode runs single-threaded)",
+    )
     max_batch_size: int = Field(8, ge=1, description="Most clips (rows) per inference batch")
     max_batch_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits for more requests")
     max_queue: int = Field(16, ge=1, description="Requests in flight at once; more get 503 + Retry-After")
