@@ -42,6 +42,7 @@ class ClassifyOptions:
     model: str | None = None
     version: str | None = None
     thumbnails: bool = False
+    precision: str | None = None
 
 
 @dataclass
@@ -141,7 +142,7 @@ class ClassifyPipeline:
             raise InvalidOptionError(
                 f"clips must be between 1 and {self.settings.max_clips}, not {options.clips}"
             )
-        graph = self.engine.resolve(options.model, options.version, options.frames)
+        graph = self.engine.resolve(options.model, options.version, options.frames, options.precision)
         num_classes = graph.meta.num_classes
         if options.top_k is None:
             return graph, min(DEFAULT_TOP_K, num_classes)
@@ -202,6 +203,7 @@ class ClassifyPipeline:
                 "name": graph.name,
                 "version": graph.version,
                 "frames": graph.frames,
+                "precision": graph.precision,
                 "provider": graph.provider,
             },
             "predictions": top_predictions(result.outputs[PROBS], graph.meta.labels, top_k),

@@ -18,6 +18,7 @@ class ModelRef(BaseModel):
     name: str
     version: str
     frames: int
+    precision: str = Field(description="fp32, fp16 or int8: the graph variant that ran")
     provider: str = Field(description="Execution provider the graph really runs on (session.get_providers())")
 
 
@@ -123,8 +124,24 @@ class ReadyResponse(BaseModel):
     ready: bool
 
 
+class PrecisionCheckInfo(BaseModel):
+    method: str = Field(description="parity (fp16), accuracy or agreement (int8): see export/quantize.py")
+    passed: bool
+    clips: int
+    tolerance: float
+    top1_agreement: float = Field(description="% of the check's clips whose top-1 equals the fp32 graph's")
+    max_prob_diff: float
+    top1: float | None
+    fp32_top1: float | None
+
+
 class GraphInfo(BaseModel):
     frames: int
+    precision: str = Field(description="fp32, fp16 or int8")
+    default_precision: bool = Field(description="Served when a request names no precision")
+    precision_check: PrecisionCheckInfo | None = Field(
+        description="The variant's accuracy check against fp32, from its metadata (None for fp32)"
+    )
     input_size: int
     resize_short_side: int
     provider: str

@@ -61,7 +61,8 @@ def classify(client, path: Path, **params):
 def check_schema(body: dict, *, frames: int, clips: int = 1, sda: bool = True) -> None:
     assert set(body) == TOP_KEYS
     assert body["warnings"] == []  # the test clips are clean
-    assert set(body["model"]) == {"name", "version", "frames", "provider"}
+    assert set(body["model"]) == {"name", "version", "frames", "precision", "provider"}
+    assert body["model"]["precision"] == "fp32"
     assert body["model"]["frames"] == frames
     assert body["model"]["provider"] == "CPUExecutionProvider"
     preds = body["predictions"]

@@ -81,6 +81,11 @@ def _grouped(engine: Engine) -> dict[tuple[str, str], list[Graph]]:
     return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], version_key(kv[0][1]))))
 
 
+def _check_info(graph: Graph) -> dict[str, object] | None:
+    check = graph.meta.precision_check
+    return None if check is None else dict(check.__dict__)
+
+
 def _model_info(engine: Engine, graphs: list[Graph]) -> dict[str, object]:
     first = graphs[0]
     meta = first.meta
@@ -106,6 +111,9 @@ def _model_info(engine: Engine, graphs: list[Graph]) -> dict[str, object]:
         "graphs": [
             {
                 "frames": g.frames,
+                "precision": g.precision,
+                "default_precision": engine.default_precision(g) == g.precision,
+                "precision_check": _check_info(g),
                 "input_size": g.meta.input_size,
                 "resize_short_side": g.meta.resize_short_side,
                 "provider": g.provider,
@@ -114,7 +122,7 @@ def _model_info(engine: Engine, graphs: list[Graph]) -> dict[str, object]:
                 "warmup_ms": round(g.warmup_ms, 3),
                 "path": str(g.file.path),
             }
-            for g in sorted(graphs, key=lambda g: g.frames)
+            for g in engine.graphs_of(first.name, first.version)
         ],
         "manifest": dict(first.file.manifest),
     }
