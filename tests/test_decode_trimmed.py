@@ -80,3 +80,18 @@ def test_a_corrupt_packet_is_substituted_and_said(tmp_path):
     assert read_all(d.clips[0]) == [0, 1, 2, 3, 4, 4, *range(6, 24)]
     [warning] = d.warnings
     assert warning.kind == "frames_substituted" and "[5]" in warning.message
+
+
+def test_a_stream_that_ends_early_is_said(tmp_path):
+    """The last packets are corrupt: the sampled frames at the end are substituted by the last frame
+    that decoded, and the warning says where decoding ended."""
+    src = encode_clip(tmp_path / "p.mkv", frames=24, options={"g": "12", "bf": "0"})
+    path = damage_packet(damage_packet(src, tmp_path / "d1.mkv", 23), tmp_path / "d2.mkv", 22)
+    d = probe_and_decode(path, lambda n: [[0, 10, 22, 23]])
+    assert read_all(d.clips[0]) == [0, 10, 21, 21]
+    [warning] = d.warnings
+    assert warning.kind == "frames_substituted" and "[22, 23]" in warning.message
+    assert "decoding ended at frame 21" in warning.message
+    # one missing frame in the middle says nothing about the end
+    middle = probe_and_decode(damage_packet(src, tmp_path / "d3.mkv", 5), lambda n: [[5, 10]])
+    assert "ended" not in middle.warnings[0].message

@@ -534,6 +534,7 @@ class _SampledFrameDecoder:
         self.converted = 0
         self.skips = 0
         self.missing: list[int] = []
+        self.ended_at: int | None = None  # last frame index decoded, when that was before a sampled one
         self.out: dict[int, np.ndarray] = {}
         self.times: dict[int, float] = {}
 
@@ -550,7 +551,9 @@ class _SampledFrameDecoder:
             self._drain()
         if self.last is None:
             raise UndecodableVideoError("no frame of the video could be decoded (corrupt or truncated?)")
-        while self.next_needed < len(self.needed):  # fewer frames decoded than counted
+        if self.next_needed < len(self.needed):  # the stream ended before the last sampled frames
+            self.ended_at = self.last.index
+        while self.next_needed < len(self.needed):
             self._give_missing(self.last)
 
     def _decode_packets(self) -> bool:
@@ -698,8 +701,7 @@ class _SampledFrameDecoder:
         if not self.missing:
             return []
         shown = f"{self.missing[:10]}{' ...' if len(self.missing) > 10 else ''}"
-        last = self.last.index if self.last is not None else -1
-        ended = f"; the stream ended at frame {last}" if last < self.pk.frames - 1 else ""
+        ended = "" if self.ended_at is None else f"; decoding ended at frame {self.ended_at}"
         return [
             DecodeWarning(
                 "frames_substituted",
