@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from remux import damage_packet, trim_mp4
 
 from service.app import create_app
+from service.client import format_result
 from service.core.config import Settings
 from service.upload import FILE_FIELD
 
@@ -52,6 +53,8 @@ def test_substituted_frames_are_in_the_response_and_counted(client, tmp_path):
     [warning] = body["warnings"]
     assert warning["kind"] == "frames_substituted" and f"[{frame}]" in warning["message"]
     assert warning_count(client, "frames_substituted") == before + 1
+    text = format_result(body)  # the command-line client shows it too
+    assert f"warning: {warning['message']}" in text and "fp32" in text.splitlines()[0]
 
 
 def test_a_trimmed_mp4_classifies_without_warnings(client, tmp_path):

@@ -111,6 +111,7 @@ def test_every_container_answers_200_with_the_schema(server, clip, name):
         "name": "tiny-sda",
         "version": "1",
         "frames": 8,
+        "precision": "fp32",
         "provider": "CPUExecutionProvider",
     }
     assert len(body["predictions"]) == 3  # default top-5, capped at the 3 classes
