@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -17,7 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from bench.stats import time_repeats
+from bench.stats import summarise, time_repeats
 from videocore.decode import VideoLimits, probe_and_decode
 from videocore.sampling import index_chooser
 
@@ -175,3 +176,158 @@ def measure_clip(
         f"({result['speedup']}x), lower bound {lower_ms:.0f} ms"
     )
     return result
+
+
+# ------------------------------------------------------------------------------ decode policy ratios
+# Clips on which the decoder's policy (threads, skipping unsampled non-reference frames) is measured:
+# x264's defaults (adaptive B-frames, B-pyramid), the same clip trimmed mid-GOP without re-encoding
+# (an edit list, as phones and ``ffmpeg -ss -c copy`` write), VP9 (no non-reference frames to skip)
+# and, cheap to encode at ultrafast, a short 4K HEVC clip.
+POLICY_CLIPS = (
+    ClipSpec(
+        "h264-720p-10s-bframes", "H.264 1280×720 30 fps 10 s, x264 veryfast defaults (B-frames, keyint 250)",
+        "mp4", "libx264", 1280, 720, 10, 30, {"preset": "veryfast", "crf": "23"},
+    ),
+    ClipSpec(
+        "vp9-webm-480p-10s", "VP9 WebM 854×480 30 fps 10 s, libvpx's default GOP",
+        "webm", "libvpx-vp9", 854, 480, 10, 30, {"deadline": "realtime", "cpu-used": "8"},
+    ),
+    ClipSpec(
+        "hevc-4k-3s", "HEVC 3840×2160 30 fps 3 s, x265 ultrafast (B-frames)",
+        "mp4", "libx265", 3840, 2160, 3, 30, {"preset": "ultrafast", "x265-params": "log-level=none"},
+    ),
+)  # fmt: skip
+TRIM_CUT_S = 1.3  # the trimmed clip starts here, mid-GOP
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    threads: int | None  # None: FFmpeg's default (one frame thread per CPU)
+    skip_unsampled: bool
+
+
+def policies(decode_workers: int = 2) -> tuple[Policy, ...]:
+    """The old behaviour first (the ratios' denominator), the service's policy last."""
+    from videocore.decode import threads_per_decode
+
+    threads = threads_per_decode(decode_workers)
+    return (
+        Policy("before: FFmpeg threads, no skip", None, False),
+        Policy("skip only", None, True),
+        Policy(f"threads={threads} only", threads, False),
+        Policy(f"after: threads={threads} + skip", threads, True),
+    )
+
+
+def trim_copy(src: Path, dst: Path, cut_s: float) -> Path:
+    """``ffmpeg -ss cut_s -i src -c copy dst`` with PyAV: packets from the keyframe before the cut,
+    timestamps shifted so the cut is 0; the mp4 muxer writes the edit list that hides the rest."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4") as out:
+        ist = inp.streams.video[0]
+        ost = out.add_stream_from_template(ist)
+        packets = [p for p in inp.demux(ist) if p.size]
+        cut = round(cut_s / ist.time_base)
+        cut_pts = min((p.pts for p in packets if p.pts >= cut), default=packets[-1].pts)
+        key_pts = max(p.pts for p in packets if p.is_keyframe and p.pts <= cut_pts)
+        start = next(i for i, p in enumerate(packets) if p.pts == key_pts)
+        for packet in packets[start:]:
+            packet.pts -= cut_pts
+            packet.dts -= cut_pts
+            packet.stream = ost
+            out.mux(packet)
+    return dst
+
+
+def _cpu_and_wall(fn: Callable[[], object]) -> tuple[float, float]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def measure_policies(
+    path: Path, frames: int, repeats: int, decode_workers: int = 2
+) -> list[dict[str, object]]:
+    """CPU seconds (all threads of the process) and wall seconds per decode of ``frames`` sampled
+    frames, for each policy; the policies are interleaved repeat by repeat so that load from other
+    processes falls on all of them alike. Ratios are against the first policy."""
+    data = path.read_bytes()
+    chooser = index_chooser(frames, 1)
+    limits = VideoLimits(max_bytes=len(data) + 1, timeout_s=600)
+    runs = policies(decode_workers)
+
+    def call(policy: Policy):
+        return probe_and_decode(
+            data, chooser, limits, resize_short_side=256, threads=policy.threads,
+            skip_unsampled=policy.skip_unsampled,
+        )  # fmt: skip
+
+    decoded = [call(p) for p in runs]  # warm-up, and the pixels must agree
+    for other in decoded[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(decoded[0].clips, other.clips, strict=True))
+    samples: list[list[tuple[float, float]]] = [[] for _ in runs]
+    for _ in range(repeats):
+        for i, policy in enumerate(runs):
+            samples[i].append(_cpu_and_wall(lambda policy=policy: call(policy)))
+    cpu = [summarise([c for c, _ in s]) for s in samples]
+    wall = [summarise([w for _, w in s]) for s in samples]
+    return [
+        {
+            "policy": policy.name,
+            "frames_decoded": d.stats["frames_decoded"],
+            "frames_counted": d.stats["packets"],
+            "cpu_ms": cpu[i].scaled(1000).to_dict(1),
+            "wall_ms": wall[i].scaled(1000).to_dict(1),
+            "cpu_ratio": round(cpu[i].median / cpu[0].median, 2),
+            "wall_ratio": round(wall[i].median / wall[0].median, 2),
+        }
+        for i, (policy, d) in enumerate(zip(runs, decoded, strict=True))
+    ]
+
+
+def policy_table(cache: Path, repeats: int, log: Callable[[str], None]) -> list[dict[str, object]]:
+    """Encode (cached) the policy clips and the trimmed one, measure every policy at 8 and 16 frames."""
+    clips: list[tuple[str, Path]] = []
+    for spec in POLICY_CLIPS:
+        path = cache / "clips" / f"{spec.name}.{spec.container}"
+        if not path.is_file():
+            log(f"  encoding {spec.description} -> {path}")
+            encode(spec, path)
+        clips.append((spec.name, path))
+        if spec.name.startswith("h264"):
+            trimmed = path.with_name(f"{spec.name}-trimmed.mp4")
+            if not trimmed.is_file():
+                trim_copy(path, trimmed, TRIM_CUT_S)
+            clips.append((f"{spec.name} trimmed at {TRIM_CUT_S} s (edit list)", trimmed))
+    rows = []
+    for name, path in clips:
+        for frames in (8, 16):
+            for row in measure_policies(path, frames, repeats):
+                rows.append({"clip": name, "frames": frames, **row})
+                log(
+                    f"  {name} T={frames} {row['policy']:<34} decoded {row['frames_decoded']:>4}/"
+                    f"{row['frames_counted']:<4} cpu {row['cpu_ms']['median']:>7.1f} ms "
+                    f"({row['cpu_ratio']:.2f}x)  wall {row['wall_ms']['median']:>7.1f} ms "
+                    f"({row['wall_ratio']:.2f}x)"
+                )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.decode [--repeats N] [--cache DIR] [--json FILE]``: the policy ratio table."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m bench.decode", description=main.__doc__)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--cache", type=Path, default=Path(".bench-cache"))
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    rows = policy_table(args.cache, args.repeats, lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

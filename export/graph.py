@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from model.network import VideoClassifier
 from model.preprocess import normalize_frames
-from videocore.contract import DEPENDENCY_WEIGHTS, INPUT_NAME, LOGITS, PROBS, GraphMetadata
+from videocore.contract import DEPENDENCY_WEIGHTS, INPUT_NAME, LOGITS, PROBS, GraphMetadata, PrecisionCheck
 
 # One opset for both exporters, so that their graphs compare op for op; it is the dynamo exporter's
 # native one (its downgrade to 17 fails on the shift's Pad/Slice).
@@ -255,6 +255,32 @@ def attach_metadata(proto: onnx.ModelProto, metadata: GraphMetadata) -> None:
     )
 
 
+def mark_precision(proto: onnx.ModelProto, precision: str, check: PrecisionCheck) -> None:
+    """Record in the graph's metadata its precision and the check it passed against fp32 (the service
+    serves a reduced-precision graph only with a passed check recorded)."""
+    kept = [(e.key, e.value) for e in proto.metadata_props if e.key not in ("precision", "precision_check")]
+    del proto.metadata_props[:]
+    for key, value in [*kept, ("precision", precision), ("precision_check", check.to_json())]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def fp16_check(
+    fp32: Runner, half: Runner, clips: list[np.ndarray], parity: dict[str, float]
+) -> PrecisionCheck:
+    """The fp16 graph's parity check as recorded in its metadata: top-1 agreement over every row of
+    the verification clips, and the worst probability difference."""
+    agree = rows = 0
+    for clip in clips:
+        reference, candidate = fp32(clip)[PROBS].argmax(axis=1), half(clip)[PROBS].argmax(axis=1)
+        agree += int((reference == candidate).sum())
+        rows += len(reference)
+    return PrecisionCheck(
+        method="parity", passed=True, clips=rows, tolerance=FP16_TOLERANCE,
+        top1_agreement=100.0 * agree / rows, max_prob_diff=parity[PROBS],
+    )  # fmt: skip
+
+
 def op_counts(proto: onnx.ModelProto) -> dict[str, int]:
     return dict(collections.Counter(node.op_type for node in proto.graph.node).most_common())
 
@@ -467,11 +493,11 @@ def _export_graph_with(
         half_start = time.perf_counter()
         with stage("fp16", "convert and verify against the fp32 graph"):
             half = to_fp16(proto)
-            half_bytes = half.SerializeToString()
+            half_runner = onnx_runner(half.SerializeToString())
             # fp16 logits scale with the head; the probabilities and weights are what a user reads.
             half_parity = _verify(
                 fp32,
-                onnx_runner(half_bytes),
+                half_runner,
                 clips,
                 frames,
                 "the fp32 graph",
@@ -479,6 +505,8 @@ def _export_graph_with(
                 log=log,
                 skip=(LOGITS,),
             )
+            mark_precision(half, "fp16", fp16_check(fp32, half_runner, clips, half_parity))
+            half_bytes = half.SerializeToString()
         half_path = path.with_name(path.stem + "-fp16.onnx")
         elapsed = time.perf_counter() - half_start
         reports.append(

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from export.graph import mark_precision
 from model.data.synthetic import NUM_CLASSES, SYNTHETIC_LABELS, render_clip
-from videocore.contract import INPUT_NAME, PROBS, GraphMetadata
+from videocore.contract import INPUT_NAME, PROBS, GraphMetadata, PrecisionCheck
 from videocore.sampling import sample_segment_indices
 from videocore.views import resize_short_side_center_crop
 
@@ -70,6 +71,15 @@ class Int8Report:
             "calibration_clips": self.calibration_clips,
             "export_seconds": round(self.seconds, 2),
         }
+
+
+def _check_of(report: Int8Report, max_top1_drop: float) -> PrecisionCheck:
+    """The passed check, as the int8 graph's metadata records it."""
+    return PrecisionCheck(
+        method=report.check, passed=True, clips=report.eval_clips, tolerance=max_top1_drop,
+        top1_agreement=report.top1_agreement, max_prob_diff=report.max_prob_diff,
+        top1=report.int8_top1, fp32_top1=report.fp32_top1,
+    )  # fmt: skip
 
 
 def synthetic_inputs(meta: GraphMetadata, count: int, seed: int) -> tuple[list[np.ndarray], list[int]]:
@@ -199,6 +209,9 @@ def export_int8(
                 f"{meta.frames}-frame int8 graph agrees with fp32 on {agreement:.1f} % of top-1 "
                 f"(< {100.0 - max_top1_drop}); nothing written"
             )
+    mark_precision(int8, "int8", _check_of(report, max_top1_drop))
+    data = int8.SerializeToString()
     int8_path.write_bytes(data)
+    report.size_bytes = len(data)
     report.seconds = time.perf_counter() - started
     return report

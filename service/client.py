@@ -86,9 +86,11 @@ def format_result(result: dict[str, Any]) -> str:
     model = result["model"]
     video = result["video"]
     lines = [
-        f"model {model['name']} v{model['version']} ({model['frames']} frames, {model['provider']})",
+        f"model {model['name']} v{model['version']} ({model['frames']} frames, "
+        f"{model.get('precision', 'fp32')}, {model['provider']})",
         f"video {video['container']}/{video['codec']} {video['width']}x{video['height']}, "
         f"{video['frames']} frames, {video['duration_s']:.2f} s",
+        *(f"warning: {w['message']}" for w in result.get("warnings", [])),
         "",
     ]
     width = max(len(p["label"]) for p in result["predictions"])

@@ -1,6 +1,11 @@
 """The inference engine: one ONNX Runtime session per graph, the execution-provider choice, silent
 CUDA->CPU fallback detection, warm-up, dynamic batching, and admission control (bounded load).
 
+Precision variants: each ``model-{T}f-fp16.onnx`` / ``-int8.onnx`` beside an fp32 graph is loaded as
+a graph of its own when its metadata records a passed accuracy check against fp32 (refused with a
+warning otherwise). A request names one with ``precision``; without it, the setting for the provider
+the graph runs on (``default_precision_cpu`` / ``default_precision_gpu``) picks it, else fp32.
+
 onnxruntime-gpu lists CUDA/TensorRT in ``get_available_providers()`` even where the CUDA libraries
 are missing; a session asked for CUDA then logs an error and runs on the CPU. Only the session's
 ``get_providers()`` says what really runs, so that is what the engine reports.
@@ -22,8 +27,8 @@ from service.batching import BatchResult, DynamicBatcher
 from service.core.config import Settings
 from service.errors import InvalidOptionError, ModelNotFoundError
 from service.metrics import Metrics
-from service.repository import GraphFile, scan, version_key
-from videocore.contract import DEPENDENCY_WEIGHTS, INPUT_NAME, PROBS, GraphMetadata
+from service.repository import PRECISION_ORDER, GraphFile, scan, version_key
+from videocore.contract import DEPENDENCY_WEIGHTS, FP32, INPUT_NAME, PROBS, GraphMetadata
 
 log = logging.getLogger("sda_serve.engine")
 
@@ -102,6 +107,16 @@ class Graph:
         return self.file.frames
 
     @property
+    def precision(self) -> str:
+        return self.file.precision
+
+    @property
+    def label(self) -> str:
+        """name/version/{T}f[-precision], as metrics and logs name the graph."""
+        suffix = "" if self.precision == FP32 else f"-{self.precision}"
+        return f"{self.name}/{self.version}/{self.frames}f{suffix}"
+
+    @property
     def provider(self) -> str:
         return self.providers[0]
 
@@ -147,6 +162,10 @@ def _check_graph(graph_file: GraphFile, session: ort.InferenceSession, meta: Gra
         raise StartupError(f"{where}: input shape {shape} does not match metadata (N, {expected})")
     if meta.frames != graph_file.frames:
         raise StartupError(f"{where}: file name says {graph_file.frames} frames, metadata says {meta.frames}")
+    if meta.precision != graph_file.precision:
+        raise StartupError(
+            f"{where}: file name says {graph_file.precision}, metadata says precision {meta.precision}"
+        )
     outputs = {o.name for o in session.get_outputs()}
     wanted = [PROBS] + ([DEPENDENCY_WEIGHTS] if meta.has_dependency_weights else [])
     missing = [name for name in wanted if name not in outputs]
@@ -159,9 +178,13 @@ class Engine:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.graphs: dict[tuple[str, str, int], Graph] = {}
+        # (name, version, frames, precision) -> graph
+        self.graphs: dict[tuple[str, str, int, str], Graph] = {}
         # (name, version) -> frames for a request that names none; fixed at load (graphs do not change)
         self._default_frames: dict[tuple[str, str], int] = {}
+        # (name, version, frames) -> precision for a request that names none; fixed at load
+        self._default_precision: dict[tuple[str, str, int], str] = {}
+        self.refused: dict[str, str] = {}  # path -> why a precision variant is not served
         self.requested_providers: list[str] = []
         self.inflight = 0
         self.ready = False
@@ -177,7 +200,9 @@ class Engine:
             raise StartupError(str(error)) from error
         for graph_file in files:
             graph = self._load_graph(graph_file)
-            self.graphs[(graph.name, graph.version, graph.frames)] = graph
+            if graph is None:
+                continue
+            self.graphs[(graph.name, graph.version, graph.frames, graph.precision)] = graph
             if graph.fallback:
                 log.warning(
                     "%s v%s %df: asked for %s but ONNX Runtime runs it on %s (CUDA/cuDNN libraries missing?)",
@@ -188,6 +213,30 @@ class Engine:
                     graph.providers,
                 )
             self.metrics.provider_fallback.labels(graph.name, graph.provider).set(1 if graph.fallback else 0)
+        self._check_gpu_and_defaults()
+        self._default_frames = {
+            (name, version): self._choose_default_frames(name, version)
+            for name in self.model_names
+            for version in self.versions(name)
+        }
+        self._default_precision = {key[:3]: self._choose_default_precision(*key[:3]) for key in self.graphs}
+        for graph in self.graphs.values():
+            self._warm_up(graph)
+        for graph in self.graphs.values():
+            graph.batcher = DynamicBatcher(
+                graph.label,
+                graph.run,
+                max_batch_size=s.max_batch_size,
+                max_wait_s=s.max_batch_wait_ms / 1000.0,
+                on_batch=self._batch_observer(graph),
+                expect_more=lambda: self.inflight > 1,
+            )
+            graph.batcher.start()
+        self.ready = True
+
+    def _check_gpu_and_defaults(self) -> None:
+        """Refuse to start when require_gpu finds a graph off the GPU, or a default names nothing served."""
+        s = self.settings
         if s.require_gpu:
             on_cpu = [
                 f"{g.name}/{g.version}/{g.frames}f on {g.provider}"
@@ -211,24 +260,6 @@ class Engine:
                 f"default_frames {s.default_frames} matches no graph; frame counts in the repository: "
                 f"{sorted({g.frames for g in self.graphs.values()})}"
             )
-        self._default_frames = {
-            (name, version): self._choose_default_frames(name, version)
-            for name in self.model_names
-            for version in self.versions(name)
-        }
-        for graph in self.graphs.values():
-            self._warm_up(graph)
-        for graph in self.graphs.values():
-            graph.batcher = DynamicBatcher(
-                f"{graph.name}/{graph.version}/{graph.frames}f",
-                graph.run,
-                max_batch_size=s.max_batch_size,
-                max_wait_s=s.max_batch_wait_ms / 1000.0,
-                on_batch=self._batch_observer(graph),
-                expect_more=lambda: self.inflight > 1,
-            )
-            graph.batcher.start()
-        self.ready = True
 
     def _choose_default_frames(self, name: str, version: str) -> int:
         """The frame count for a request that names none: ``SDA_DEFAULT_FRAMES`` if the model has that
@@ -255,7 +286,26 @@ class Engine:
             )  # fmt: skip
         return choice
 
-    def _load_graph(self, graph_file: GraphFile) -> Graph:
+    def _choose_default_precision(self, name: str, version: str, frames: int) -> str:
+        """``default_precision_gpu`` or ``_cpu`` for the provider this graph runs on, when that variant
+        is served; else fp32 (else the first served)."""
+        served = {p: g for (n, v, t, p), g in self.graphs.items() if (n, v, t) == (name, version, frames)}
+        reference = served.get(FP32) or next(iter(served.values()))
+        s = self.settings
+        wanted = s.default_precision_gpu if reference.on_gpu else s.default_precision_cpu
+        if wanted in served:
+            return wanted
+        choice = FP32 if FP32 in served else next(iter(served))
+        if wanted != FP32:
+            log.warning(
+                "%s v%s %df: no usable %s graph; requests that name no precision get %s",
+                name, version, frames, wanted, choice,
+            )  # fmt: skip
+        return choice
+
+    def _load_graph(self, graph_file: GraphFile) -> Graph | None:
+        """The graph's session, checked against the contract; None for a precision variant whose
+        accuracy check is missing or failed (logged, listed in ``refused``)."""
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.settings.intra_op_threads:
@@ -271,6 +321,13 @@ class Engine:
         except ValueError as error:
             raise StartupError(f"{graph_file.path}: {error}") from error
         outputs = _check_graph(graph_file, session, meta)
+        refusal = meta.refusal()
+        if refusal is not None:
+            if graph_file.precision == FP32:
+                raise StartupError(f"{graph_file.path}: {refusal}")
+            log.warning("not serving %s: %s", graph_file.path, refusal)
+            self.refused[str(graph_file.path)] = refusal
+            return None
         if meta.model_name != graph_file.name:
             log.info("serving %s as %r (directory name)", meta.model_name, graph_file.name)
         return Graph(
@@ -290,17 +347,10 @@ class Engine:
                 f"{graph.file.path}: probs has shape {probs.shape}, expected (1, {graph.meta.num_classes})"
             )
         graph.warmup_ms = (time.perf_counter() - started) * 1000.0
-        log.info(
-            "loaded %s v%s %df on %s (warm-up %.0f ms)",
-            graph.name,
-            graph.version,
-            graph.frames,
-            graph.provider,
-            graph.warmup_ms,
-        )
+        log.info("loaded %s on %s (warm-up %.0f ms)", graph.label, graph.provider, graph.warmup_ms)
 
     def _batch_observer(self, graph: Graph) -> Callable[[int, int, float], None]:
-        label = f"{graph.name}/{graph.version}/{graph.frames}f"
+        label = graph.label
         rows_hist = self.metrics.batch_rows.labels(label)
         reqs_hist = self.metrics.batch_requests.labels(label)
 
@@ -344,7 +394,7 @@ class Engine:
         return sorted({g.version for g in self.graphs.values() if g.name == name}, key=version_key)
 
     def frames_of(self, name: str, version: str) -> list[int]:
-        return sorted(g.frames for g in self.graphs.values() if g.name == name and g.version == version)
+        return sorted({g.frames for g in self.graphs.values() if g.name == name and g.version == version})
 
     def default_frames(self, name: str, version: str) -> int:
         """The frame count for a request that names none (chosen at load: ``_choose_default_frames``)."""
@@ -367,27 +417,40 @@ class Engine:
     def graphs_of(self, name: str, version: str) -> list[Graph]:
         return sorted(
             (g for g in self.graphs.values() if g.name == name and g.version == version),
-            key=lambda g: g.frames,
+            key=lambda g: (g.frames, PRECISION_ORDER[g.precision]),
         )
 
-    def resolve(self, name: str | None, version: str | None, frames: int | None) -> Graph:
+    def default_precision(self, graph: Graph) -> str:
+        """The precision a request that names none gets at this graph's model, version and frames."""
+        return self._default_precision[(graph.name, graph.version, graph.frames)]
+
+    def resolve(
+        self, name: str | None, version: str | None, frames: int | None, precision: str | None = None
+    ) -> Graph:
         """The graph for a request; ``None`` picks the default model, its newest version, its default
-        frame count."""
+        frame count, the default precision there."""
         name, version = self.lookup(name or self.default_model, version)
         if frames is None:
             frames = self.default_frames(name, version)
-        graph = self.graphs.get((name, version, frames))
-        if graph is None:
+        if frames not in self.frames_of(name, version):
             choices = ", ".join(str(t) for t in self.frames_of(name, version))
             raise InvalidOptionError(
                 f"frames must be one of {choices} for model {name!r} v{version}, not {frames}"
+            )
+        if precision is None:
+            precision = self._default_precision[(name, version, frames)]
+        graph = self.graphs.get((name, version, frames, precision))
+        if graph is None:
+            served = [g.precision for g in self.graphs_of(name, version) if g.frames == frames]
+            raise InvalidOptionError(
+                f"precision must be one of {', '.join(served)} for model {name!r} v{version} at "
+                f"{frames} frames, not {precision!r}"
             )
         return graph
 
     async def infer(self, graph: Graph, frames: np.ndarray) -> BatchResult:
         assert graph.batcher is not None
-        label = f"{graph.name}/{graph.version}/{graph.frames}f"
-        gauge = self.metrics.queue_depth.labels(label)
+        gauge = self.metrics.queue_depth.labels(graph.label)
         gauge.inc()
         try:
             return await graph.batcher.submit(frames)

@@ -58,6 +58,12 @@ class Metrics:
         self.decode_failures = Counter(
             "sda_decode_failures", "Uploads that could not be decoded, by error", ["error"], registry=r
         )
+        self.decode_warnings = Counter(
+            "sda_decode_warnings",
+            "Decode warnings in classify responses, by kind (frames_substituted, truncated, decode_order)",
+            ["kind"],
+            registry=r,
+        )
         self.provider_fallback = Gauge(
             "sda_provider_fallback",
             "1 when a graph runs on a different execution provider than the first one asked for",

@@ -23,7 +23,7 @@ from service.model_io import dependency_summary, model_input, top_predictions
 from service.thumbnails import jpeg_thumbnails
 from service.upload import HeldUpload, UploadGate, UploadPolicy
 from videocore.contract import PROBS
-from videocore.decode import VideoInfo, VideoLimits, probe_and_decode
+from videocore.decode import DecodeWarning, VideoInfo, VideoLimits, probe_and_decode, threads_per_decode
 from videocore.errors import DecodeTimeoutError, VideoError
 from videocore.sampling import index_chooser
 
@@ -44,6 +44,7 @@ class ClassifyOptions:
     model: str | None = None
     version: str | None = None
     thumbnails: bool = False
+    precision: str | None = None
 
 
 @dataclass
@@ -55,6 +56,7 @@ class _Prepared:
     decode_ms: float
     preprocess_ms: float
     thumbnails: dict[str, object] | None
+    warnings: list[DecodeWarning]
 
 
 def _decode_and_prepare(
@@ -64,6 +66,7 @@ def _decode_and_prepare(
     limits: VideoLimits,
     thumbnail_height: int | None,
     turn: Turn,
+    threads: int,
 ) -> _Prepared:
     """Runs in the decode thread pool, holding a decoder turn from opening the file to the model's
     input and thumbnails (so the budget and deadline cover all of it). ``thumbnail_height``: None for
@@ -71,7 +74,7 @@ def _decode_and_prepare(
     try:
         with turn:
             return _prepare_in_turn(
-                upload, graph, options, replace(limits, checkpoint=turn.checkpoint), thumbnail_height
+                upload, graph, options, replace(limits, checkpoint=turn.checkpoint), thumbnail_height, threads
             )
     except VideoError as error:
         # The traceback's frames hold the decoder and every frame decoded so far; dropped here, that
@@ -88,6 +91,7 @@ def _prepare_in_turn(
     options: ClassifyOptions,
     limits: VideoLimits,
     thumbnail_height: int | None,
+    threads: int,
 ) -> _Prepared:
     checkpoint = limits.checkpoint or (lambda _stage: None)
     started = time.perf_counter()
@@ -96,6 +100,7 @@ def _prepare_in_turn(
         index_chooser(graph.meta.frames, options.clips),
         limits,
         resize_short_side=graph.meta.resize_short_side,
+        threads=threads,
     )
     decoded_at = time.perf_counter()
     checkpoint("cropping")
@@ -121,6 +126,7 @@ def _prepare_in_turn(
         (decoded_at - started) * 1000.0,
         (done - decoded_at) * 1000.0,
         thumbnails,
+        decoded.warnings,
     )
 
 
@@ -168,6 +174,7 @@ class ClassifyPipeline:
                 max_part_header_bytes=s.max_multipart_header_bytes,
             )
         )
+        self.decode_threads = self.settings.decode_threads or threads_per_decode(self.settings.decode_workers)
 
     def _validate(self, options: ClassifyOptions) -> tuple[Graph, int]:
         """The graph to run and the top_k to answer with; raises before any slot or byte is taken."""
@@ -181,7 +188,7 @@ class ClassifyPipeline:
             raise InvalidOptionError(
                 f"clips must be between 1 and {self.settings.max_clips}, not {options.clips}"
             )
-        graph = self.engine.resolve(options.model, options.version, options.frames)
+        graph = self.engine.resolve(options.model, options.version, options.frames, options.precision)
         num_classes = graph.meta.num_classes
         if options.top_k is None:
             return graph, min(DEFAULT_TOP_K, num_classes)
@@ -202,6 +209,7 @@ class ClassifyPipeline:
             self.limits,
             thumbnail_height,
             turn,
+            self.decode_threads,
         )
         try:
             return await self._answer_by_deadline(job, upload)
@@ -258,11 +266,14 @@ class ClassifyPipeline:
         }
         for stage, ms in timings.items():
             self.metrics.stage_latency.labels(stage).observe(ms / 1000.0)
+        for warning in prepared.warnings:
+            self.metrics.decode_warnings.labels(warning.kind).inc()
         response: dict[str, object] = {
             "model": {
                 "name": graph.name,
                 "version": graph.version,
                 "frames": graph.frames,
+                "precision": graph.precision,
                 "provider": graph.provider,
             },
             "predictions": top_predictions(result.outputs[PROBS], graph.meta.labels, top_k),
@@ -270,6 +281,7 @@ class ClassifyPipeline:
             "video": video_summary(prepared.info),
             "sampled": {"indices": prepared.indices, "timestamps_s": prepared.timestamps_s},
             "timings_ms": {k: round(v, 3) for k, v in timings.items()},
+            "warnings": [{"kind": w.kind, "message": w.message} for w in prepared.warnings],
         }
         if prepared.thumbnails is not None:
             response["thumbnails"] = prepared.thumbnails

@@ -1,4 +1,6 @@
-"""The model repository on disk (Triton-like): ``<models_dir>/<model-name>/<version>/model-{T}f.onnx``.
+"""The model repository on disk (Triton-like): ``<models_dir>/<model-name>/<version>/model-{T}f.onnx``,
+and beside each the reduced-precision variants ``python -m export --fp16/--int8`` writes:
+``model-{T}f-fp16.onnx`` and ``model-{T}f-int8.onnx``.
 
 Each version directory may also hold ``model.json`` (the export's manifest); it is read and exposed
 as-is, but the graph's own ``metadata_props`` stay the contract the service relies on.
@@ -14,7 +16,8 @@ from pathlib import Path
 
 log = logging.getLogger("sda_serve.repository")
 
-GRAPH_PATTERN = re.compile(r"^model-(\d+)f\.onnx$")
+GRAPH_PATTERN = re.compile(r"^model-(\d+)f(?:-(fp16|int8))?\.onnx$")
+PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
 
 
 class RepositoryError(RuntimeError):
@@ -28,6 +31,7 @@ class GraphFile:
     frames: int
     path: Path
     manifest: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+    precision: str = "fp32"  # from the file name: fp32 (no suffix), fp16 or int8
 
 
 def version_key(version: str) -> tuple[int, int | str]:
@@ -35,8 +39,19 @@ def version_key(version: str) -> tuple[int, int | str]:
     return (1, int(version)) if version.isdigit() else (0, version)
 
 
+def _graph_files(name: str, version_dir: Path, manifest: dict[str, object]) -> list[GraphFile]:
+    found = []
+    for graph in sorted(version_dir.iterdir()):
+        match = GRAPH_PATTERN.match(graph.name)
+        if match and graph.is_file():
+            precision = match[2] or "fp32"
+            found.append(GraphFile(name, version_dir.name, int(match[1]), graph, manifest, precision))
+    return found
+
+
 def scan(models_dir: Path) -> list[GraphFile]:
-    """Every ``model-{T}f.onnx`` below ``models_dir``, sorted by name, version, frames."""
+    """Every ``model-{T}f[-fp16|-int8].onnx`` below ``models_dir``, sorted by name, version, frames,
+    precision (fp32 first)."""
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         raise RepositoryError(f"models directory {str(models_dir)!r} does not exist")
@@ -53,15 +68,12 @@ def scan(models_dir: Path) -> list[GraphFile]:
                     manifest = loaded if isinstance(loaded, dict) else {}
                 except (OSError, json.JSONDecodeError) as error:
                     log.warning("ignoring unreadable %s: %s", manifest_path, error)
-            for graph in sorted(version_dir.iterdir()):
-                match = GRAPH_PATTERN.match(graph.name)
-                if match and graph.is_file():
-                    found.append(GraphFile(model_dir.name, version_dir.name, int(match[1]), graph, manifest))
+            found.extend(_graph_files(model_dir.name, version_dir, manifest))
     if not found:
         raise RepositoryError(
             f"no graphs found in {str(models_dir)!r} (expected <name>/<version>/model-<T>f.onnx)"
         )
-    found.sort(key=lambda g: (g.name, version_key(g.version), g.frames))
+    found.sort(key=lambda g: (g.name, version_key(g.version), g.frames, PRECISION_ORDER[g.precision]))
     return found
 
 

@@ -18,6 +18,7 @@ class ModelRef(BaseModel):
     name: str
     version: str
     frames: int
+    precision: str = Field(description="fp32, fp16 or int8: the graph variant that ran")
     provider: str = Field(description="Execution provider the graph really runs on (session.get_providers())")
 
 
@@ -77,6 +78,15 @@ class Thumbnails(BaseModel):
     encode_ms: float = Field(description="Time spent encoding them (not part of timings_ms)")
 
 
+class DecodeWarningBody(BaseModel):
+    kind: str = Field(
+        description="frames_substituted (sampled frames that did not decode were replaced by a "
+        "neighbouring frame), truncated (the file ended early; the frames read were used) or "
+        "decode_order (no usable timestamps: frames numbered in decoding order)"
+    )
+    message: str = Field(description="What happened, in words")
+
+
 class ClassifyResponse(BaseModel):
     model: ModelRef
     predictions: list[Prediction]
@@ -85,6 +95,11 @@ class ClassifyResponse(BaseModel):
     sampled: Sampled
     timings_ms: Timings
     thumbnails: Thumbnails | None = Field(None, description="Only with ?thumbnails=true")
+    warnings: list[DecodeWarningBody] = Field(
+        default_factory=list,
+        description="Always present; empty when the video decoded cleanly. Non-empty means the "
+        "predictions were made on frames that are not exactly the ones asked for",
+    )
 
 
 class ProvidersInfo(BaseModel):
@@ -109,8 +124,24 @@ class ReadyResponse(BaseModel):
     ready: bool
 
 
+class PrecisionCheckInfo(BaseModel):
+    method: str = Field(description="parity (fp16), accuracy or agreement (int8): see export/quantize.py")
+    passed: bool
+    clips: int
+    tolerance: float
+    top1_agreement: float = Field(description="% of the check's clips whose top-1 equals the fp32 graph's")
+    max_prob_diff: float
+    top1: float | None
+    fp32_top1: float | None
+
+
 class GraphInfo(BaseModel):
     frames: int
+    precision: str = Field(description="fp32, fp16 or int8")
+    default_precision: bool = Field(description="Served when a request names no precision")
+    precision_check: PrecisionCheckInfo | None = Field(
+        description="The variant's accuracy check against fp32, from its metadata (None for fp32)"
+    )
     input_size: int
     resize_short_side: int
     provider: str

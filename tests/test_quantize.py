@@ -4,6 +4,7 @@ checked by accuracy on synthetic clips, and writes nothing when the check fails.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,12 @@ def test_int8_graph_of_the_default_model_is_quantised_and_keeps_the_contract(tmp
     fp32_meta = GraphMetadata.from_props(
         {p.key: p.value for p in onnx.load(str(DEFAULT_GRAPH)).metadata_props}
     )
-    assert GraphMetadata.from_props({p.key: p.value for p in proto.metadata_props}) == fp32_meta
+    int8_meta = GraphMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+    # the fp32 contract, plus the precision and the check it passed against fp32
+    assert replace(int8_meta, precision="fp32", precision_check=None) == fp32_meta
+    assert int8_meta.precision == "int8" and int8_meta.precision_check is not None
+    assert int8_meta.precision_check.passed and int8_meta.precision_check.method == report.check
+    assert int8_meta.precision_check.top1_agreement == report.top1_agreement
     # uint8 input with a dynamic batch, the same outputs; probabilities still sum to one
     size = fp32_meta.input_size
     clip = np.random.default_rng(1).integers(0, 256, (2, 8, size, size, 3), dtype=np.uint8)

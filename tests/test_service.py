@@ -22,7 +22,7 @@ from videocore.decode import VideoLimits, probe_and_decode
 from videocore.sampling import sample_segment_indices
 from videocore.views import resize_short_side_center_crop, three_crops
 
-TOP_KEYS = {"model", "predictions", "dependency_weights", "video", "sampled", "timings_ms"}
+TOP_KEYS = {"model", "predictions", "dependency_weights", "video", "sampled", "timings_ms", "warnings"}
 
 # name -> (encode_clip kwargs, expected codec, display width, height, frames, rotation)
 CLIPS = {
@@ -60,7 +60,9 @@ def classify(client, path: Path, **params):
 
 def check_schema(body: dict, *, frames: int, clips: int = 1, sda: bool = True) -> None:
     assert set(body) == TOP_KEYS
-    assert set(body["model"]) == {"name", "version", "frames", "provider"}
+    assert body["warnings"] == []  # the test clips are clean
+    assert set(body["model"]) == {"name", "version", "frames", "precision", "provider"}
+    assert body["model"]["precision"] == "fp32"
     assert body["model"]["frames"] == frames
     assert body["model"]["provider"] == "CPUExecutionProvider"
     preds = body["predictions"]
@@ -109,6 +111,7 @@ def test_every_container_answers_200_with_the_schema(server, clip, name):
         "name": "tiny-sda",
         "version": "1",
         "frames": 8,
+        "precision": "fp32",
         "provider": "CPUExecutionProvider",
     }
     assert len(body["predictions"]) == 3  # default top-5, capped at the 3 classes

@@ -32,7 +32,7 @@ def test_cli_prints_top_k_and_the_weight_table(server, clip_dir):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "model tiny-sda v1 (16 frames, CPUExecutionProvider)" in out
+    assert "model tiny-sda v1 (16 frames, fp32, CPUExecutionProvider)" in out
     assert "1. " in out and "3. " in out
     header = next(line for line in out.splitlines() if line.startswith("block"))
     assert header.split() == ["block", "LST", "LT", "LS", "S122"]

@@ -12,6 +12,10 @@ Graph contract:
   of each branch (``branches``).
 - optional ``default_frames``: the frame count the service uses when a request names none (the
   model card's); absent, the smallest exported one.
+- optional ``precision`` (``fp32`` when absent, ``fp16``, ``int8``) and, for a variant other than
+  fp32, ``precision_check``: JSON of the check the export made against the fp32 graph
+  (:class:`PrecisionCheck`). The service serves a variant only when that check is recorded and
+  passed.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ PROBS = "probs"
 DEPENDENCY_WEIGHTS = "dependency_weights"
 FORMAT_VERSION = "1"
 
+FP32 = "fp32"
+PRECISIONS = (FP32, "fp16", "int8")
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -33,6 +40,44 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def eval_resize_short_side(input_size: int) -> int:
     """The paper's test resize, 256 for a 224 crop, scaled to other crop sizes."""
     return round(input_size * 256 / 224)
+
+
+@dataclass(frozen=True)
+class PrecisionCheck:
+    """How a reduced-precision variant was checked against its fp32 graph at export.
+
+    ``method``: ``parity`` (outputs on the export's verification clips within ``tolerance``),
+    ``accuracy`` (top-1 on labelled held-out clips may drop at most ``tolerance`` points) or
+    ``agreement`` (top-1 equal to fp32's on at least ``100 - tolerance`` % of the clips).
+    """
+
+    method: str
+    passed: bool
+    clips: int
+    tolerance: float
+    top1_agreement: float  # % of clips whose top-1 class equals the fp32 graph's
+    max_prob_diff: float
+    top1: float | None = None  # accuracy method: this variant's top-1 %, and the fp32 graph's
+    fp32_top1: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dict(self.__dict__))
+
+    @classmethod
+    def from_json(cls, text: str) -> PrecisionCheck:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("precision_check must be a JSON object")
+        return cls(
+            method=str(data["method"]),
+            passed=data["passed"] is True,
+            clips=int(data["clips"]),
+            tolerance=float(data["tolerance"]),
+            top1_agreement=float(data["top1_agreement"]),
+            max_prob_diff=float(data["max_prob_diff"]),
+            top1=None if data.get("top1") is None else float(data["top1"]),
+            fp32_top1=None if data.get("fp32_top1") is None else float(data["fp32_top1"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -60,6 +105,8 @@ class GraphMetadata:
     # The frame count a request that names none is served at: the one the model card's accuracy is
     # measured at. None (older exports): the service uses the smallest frame count exported.
     default_frames: int | None = None
+    precision: str = FP32
+    precision_check: PrecisionCheck | None = None  # None for fp32 (the reference itself)
 
     @property
     def num_classes(self) -> int:
@@ -93,7 +140,28 @@ class GraphMetadata:
         }
         if self.default_frames is not None:
             props["default_frames"] = str(self.default_frames)
+        if self.precision != FP32:
+            props["precision"] = self.precision
+        if self.precision_check is not None:
+            props["precision_check"] = self.precision_check.to_json()
         return props
+
+    def refusal(self) -> str | None:
+        """Why this graph must not be served (a reduced-precision variant whose check against fp32 is
+        missing or failed), or None."""
+        if self.precision not in PRECISIONS:
+            return f"unknown precision {self.precision!r} (expected one of {', '.join(PRECISIONS)})"
+        if self.precision == FP32:
+            return None
+        check = self.precision_check
+        if check is None:
+            return f"{self.precision} graph records no accuracy check against fp32"
+        if not check.passed:
+            return (
+                f"{self.precision} graph failed its {check.method} check against fp32 "
+                f"(top-1 agreement {check.top1_agreement:.1f} % on {check.clips} clips)"
+            )
+        return None
 
     @classmethod
     def from_props(cls, props: Mapping[str, str]) -> GraphMetadata:
@@ -127,6 +195,10 @@ class GraphMetadata:
                 source_checkpoint_sha256=props.get("source_checkpoint_sha256", ""),
                 sda_serve_version=props.get("sda_serve.version", ""),
                 default_frames=int(props["default_frames"]) if "default_frames" in props else None,
+                precision=props.get("precision", FP32),
+                precision_check=(
+                    PrecisionCheck.from_json(props["precision_check"]) if "precision_check" in props else None
+                ),
             )
         except KeyError as error:
             raise ValueError(f"graph metadata lacks {error.args[0]!r}") from error

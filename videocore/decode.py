@@ -20,6 +20,18 @@ Why it is built this way (each point was measured on real clips):
   decoding of everything in between. A seek that lands before the previous sample would re-decode
   from a keyframe already passed, which is what makes per-sample seeking slow on long GOPs, so it is
   never done.
+* **Let the decoder skip unsampled non-reference frames.** A packet whose frame no clip samples is
+  decoded with ``skip_frame = "NONREF"``; a sampled one with ``"DEFAULT"``. A non-reference frame
+  (most B-frames) is used by no other frame, so the sampled pixels cannot change (tests compare with
+  a plain sequential decode on every container they make), and B-frame content decodes 40-50 % fewer
+  frames. P-only H.264 and VP9 have no such frames and lose nothing.
+* **Threads by policy, not FFmpeg's default.** FFmpeg starts one frame thread per CPU in every decode;
+  with several decode workers that over-subscribes the CPUs and costs CPU time without lowering
+  latency. The caller passes ``threads`` (:func:`threads_per_decode`: the CPUs divided among the
+  decode workers); 1 decodes on the calling thread.
+* **One scaler per decode.** ``frame.reformat`` builds a swscale context per frame; one
+  ``VideoReformatter`` is reused for every frame of a decode. Presentation times are computed only
+  for the frames returned.
 * **Bounded.** Input size, frame size, duration, frame count and wall time (checked between packets
   and frames) are limited by :class:`VideoLimits`; every failure is a :class:`VideoError` subclass
   (:mod:`videocore.errors`), never a raw PyAV exception.
@@ -27,7 +39,12 @@ Why it is built this way (each point was measured on real clips):
 Frame indices are 0-based in presentation order over the packets of the first video stream (not
 counting cover-art streams). If fewer frames decode than packets were counted (corrupt packets,
 hidden frames), a missing index is served by the nearest earlier decoded frame (or the next one when
-none precedes it) and a warning says so.
+none precedes it) and a :class:`DecodeWarning` says so.
+
+Edit lists: an MP4 trimmed without re-encoding (``ffmpeg -ss 1.3 -c copy``, phone trimming) starts
+its edit list mid-GOP; FFmpeg's demuxer flags the packets before the cut ``is_discard``. They are
+still sent to the decoder (the first shown frames reference them) but are not counted as frames,
+get no index and are never returned, so frame 0 is the first frame FFmpeg itself presents.
 
 Rotation: ``VideoInfo.rotation`` is FFmpeg's display-matrix angle, i.e. how many degrees
 COUNTERCLOCKWISE the stored picture must be turned for display (what ``ffmpeg -display_rotation``
@@ -53,6 +70,7 @@ from typing import IO, Any, BinaryIO
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from videocore.errors import (
     DecodeTimeoutError,
@@ -63,7 +81,14 @@ from videocore.errors import (
 )
 from videocore.views import INTERPOLATION, checked_output_size
 
-__all__ = ["DecodedVideo", "VideoInfo", "VideoLimits", "probe_and_decode"]
+__all__ = [
+    "DecodeWarning",
+    "DecodedVideo",
+    "VideoInfo",
+    "VideoLimits",
+    "probe_and_decode",
+    "threads_per_decode",
+]
 
 # Skip ahead only when at least this many packets are jumped over (a restart costs a decoder flush).
 _MIN_SKIP_PACKETS = 2
@@ -114,14 +139,35 @@ class VideoInfo:
     rotation: int  # 0/90/180/270, counterclockwise, as FFmpeg's display matrix (see module docstring)
 
 
+@dataclass(frozen=True)
+class DecodeWarning:
+    """Something about the clip that did not stop decoding but changed what came back.
+
+    ``kind`` is one of :data:`WARNING_KINDS` (stable, for counting); ``message`` is for people.
+    """
+
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# frames_substituted: sampled frames that never decoded were served by a neighbouring frame;
+# truncated: the container stopped before its end (the frames read so far are used);
+# decode_order: no usable timestamps, frames are numbered in decoding order.
+WARNING_KINDS = ("frames_substituted", "truncated", "decode_order")
+
+
 @dataclass
 class DecodedVideo:
     info: VideoInfo
     clips: list[np.ndarray]  # one (T, H, W, 3) uint8 RGB array per clip, upright
     indices: list[list[int]]  # the frame indices asked for, per clip
     timestamps_s: list[list[float]]  # presentation time of the frame actually returned, per clip
-    warnings: list[str] = field(default_factory=list)
-    # cost counters: packets, frames_decoded, frames_converted, skips (decoder restarts at a keyframe)
+    warnings: list[DecodeWarning] = field(default_factory=list)
+    # cost counters: packets (frames counted), discarded (packets decoded only as references: an edit
+    # list's pre-roll), frames_decoded, frames_converted, skips (decoder restarts at a keyframe)
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -147,19 +193,28 @@ def probe_and_decode(
     limits: VideoLimits = VideoLimits(),
     *,
     resize_short_side: int | None = None,
+    threads: int | None = None,
+    skip_unsampled: bool = True,
 ) -> DecodedVideo:
     """Open ``source`` once, count its frames, ask ``choose_indices(n)`` for one index list per clip,
     decode those frames and return them as upright RGB arrays.
 
     ``source``: a path, the bytes of a file, or a readable binary file object. ``resize_short_side``:
     scale every returned frame so its shorter side has this length (aspect kept), inside the YUV->RGB
-    conversion. Raises a :class:`~videocore.errors.VideoError` subclass for anything wrong with the
+    conversion. ``threads``: FFmpeg threads for this decode and its conversions (1: single-threaded,
+    n > 1: frame and slice threads, at most n; None: FFmpeg's choice, as many as CPUs; see
+    :func:`threads_per_decode`). ``skip_unsampled``: let the decoder skip non-reference frames that no
+    clip samples (the returned pixels are the same; False only to measure what it saves).
+    Raises a :class:`~videocore.errors.VideoError` subclass for anything wrong with the
     clip; ``FileNotFoundError`` for a missing path; ``ValueError`` if ``choose_indices`` returns
     indices outside ``[0, n-1]`` (a caller bug).
     """
     deadline = _Deadline(limits.timeout_s, limits.checkpoint)
     if resize_short_side is not None and resize_short_side <= 0:
         raise ValueError(f"resize_short_side must be positive, got {resize_short_side}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be positive or None, got {threads}")
+    plan = _Plan(resize_short_side, threads, skip_unsampled)
     fileobj = _as_input(source, limits)
     try:
         # max_pixels reaches FFmpeg's decoders while it probes the streams, so a header claiming a
@@ -177,10 +232,32 @@ def probe_and_decode(
             f"not a readable video file ({_reason(exc)}): not a video, or truncated before its header"
         ) from exc
     try:
-        return _decode(container, choose_indices, limits, deadline, resize_short_side)
+        return _decode(container, choose_indices, limits, deadline, plan)
     finally:
         with contextlib.suppress(*_AV_ERRORS):
             container.close()
+
+
+def threads_per_decode(decode_workers: int, cpus: int | None = None) -> int:
+    """FFmpeg threads for one decode when ``decode_workers`` decodes run in parallel on ``cpus`` CPUs
+    (default: the CPUs this process may use): an equal share, at least 1.
+
+    FFmpeg's default (as many frame threads as CPUs in every decode) over-subscribes the CPUs as soon
+    as two decodes run at once: on 2 CPUs with 2 decode workers, frame threads cost CPU time (thread
+    hand-off, per-thread frame buffers, the decoder's extra delay) without lowering latency.
+    """
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, decode_workers))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How to decode (the caller's choices that do not change which frames come back)."""
+
+    resize_short_side: int | None
+    threads: int | None
+    skip_unsampled: bool
 
 
 def _check_size(size: int, limits: VideoLimits) -> None:
@@ -251,25 +328,38 @@ def _short_container_name(container: Any, codecs: set[str]) -> str:
     return name.split(",")[0]
 
 
+# Rank of a packet that is decoded only as a reference (an edit list's pre-roll): no frame index.
+_DISCARDED = -1
+
+
 @dataclass
 class _Packets:
-    packets: list[Any]  # av.Packet in decode order (empty/discarded ones dropped)
-    rank: list[int] | None  # presentation index of each packet; None: unknown (no usable pts)
-    pts_rank: dict[int, int]  # pts -> presentation index
-    sorted_pts: list[int]
-    keyframes: list[int]  # packet positions of keyframes, increasing
+    """The video packets in decode order, and which presentation index each one's frame has.
+
+    Packets FFmpeg flags ``is_discard`` (what an MP4 edit list that starts mid-GOP marks, as
+    ``ffmpeg -ss ... -c copy`` and phone trimming write) are kept: the decoder needs them as references
+    for the first shown frames, and drops their own frames itself. They are not counted as frames and
+    get rank :data:`_DISCARDED`.
+    """
+
+    packets: list[Any]  # av.Packet in decode order, empty ones dropped, discarded ones kept
+    frames: int  # packets that are not discarded: the frames of the clip
+    rank: list[int] | None  # presentation index of each packet (_DISCARDED); None: no usable pts
+    pts_rank: dict[int, int]  # pts -> presentation index, counted frames only
+    first_pts: int | None  # the first counted frame's pts
+    keyframes: list[int]  # positions of counted keyframes, increasing
     duration_s: float | None
 
 
 def _read_packets(
-    container: Any, stream: Any, limits: VideoLimits, deadline: _Deadline, warnings: list[str]
+    container: Any, stream: Any, limits: VideoLimits, deadline: _Deadline, warnings: list[DecodeWarning]
 ) -> tuple[list[Any], int]:
     packets: list[Any] = []
     last_duration = 0
     try:
         for packet in container.demux(stream):
             deadline.check("counting frames")
-            if packet.size == 0 or packet.is_discard:
+            if packet.size == 0:
                 continue
             packets.append(packet)
             last_duration = packet.duration or last_duration
@@ -280,30 +370,34 @@ def _read_packets(
     except _AV_ERRORS as exc:
         if not packets:
             raise UndecodableVideoError(f"cannot read the video stream ({_reason(exc)})") from exc
-        warnings.append(f"stopped reading at packet {len(packets)} ({_reason(exc)}); file truncated?")
+        warnings.append(
+            DecodeWarning(
+                "truncated", f"stopped reading at packet {len(packets)} ({_reason(exc)}); file truncated?"
+            )
+        )
     return packets, last_duration
 
 
 def _demux(
-    container: Any, stream: Any, limits: VideoLimits, deadline: _Deadline, warnings: list[str]
+    container: Any, stream: Any, limits: VideoLimits, deadline: _Deadline, warnings: list[DecodeWarning]
 ) -> _Packets:
     packets, last_duration = _read_packets(container, stream, limits, deadline, warnings)
-    pts = [p.pts for p in packets]
-    rank: list[int] | None = None
-    pts_rank: dict[int, int] = {}
-    sorted_pts: list[int] = []
-    duration_s = None
-    tb = stream.time_base
-    if packets and None not in pts and len(set(pts)) == len(pts):
+    counted = [p for p in packets if not p.is_discard]
+    pts = [p.pts for p in counted]
+    keyframes = [i for i, p in enumerate(packets) if p.is_keyframe and not p.is_discard]
+    pk = _Packets(packets, len(counted), None, {}, None, keyframes, None)
+    if counted and None not in pts and len(set(pts)) == len(pts):
         sorted_pts = sorted(pts)
-        pts_rank = {p: i for i, p in enumerate(sorted_pts)}
-        rank = [pts_rank[p] for p in pts]
-        if tb:
-            duration_s = float((sorted_pts[-1] + last_duration - sorted_pts[0]) * tb)
-    elif packets:
-        warnings.append("packets lack unique timestamps: frames numbered in decoding order, no skipping")
-    keyframes = [i for i, p in enumerate(packets) if p.is_keyframe]
-    return _Packets(packets, rank, pts_rank, sorted_pts, keyframes, duration_s)
+        pk.pts_rank = {p: i for i, p in enumerate(sorted_pts)}
+        pk.rank = [_DISCARDED if p.is_discard else pk.pts_rank[p.pts] for p in packets]
+        pk.first_pts = sorted_pts[0]
+        if stream.time_base:
+            pk.duration_s = float((sorted_pts[-1] + last_duration - sorted_pts[0]) * stream.time_base)
+    elif counted:
+        warnings.append(
+            DecodeWarning("decode_order", "packets lack unique timestamps: frames numbered in decoding order")
+        )
+    return pk
 
 
 def _check_duration(duration_s: float | None, limits: VideoLimits) -> None:
@@ -349,17 +443,17 @@ def _decode(
     choose_indices: IndexChooser,
     limits: VideoLimits,
     deadline: _Deadline,
-    resize_short_side: int | None,
+    plan: _Plan,
 ) -> DecodedVideo:
-    warnings: list[str] = []
+    warnings: list[DecodeWarning] = []
     stream = _pick_video_stream(container)
     width, height, header_duration = _check_header(container, stream, limits)
     if min(width, height) > 0:
         checked_output_size(
-            width, height, resize_short_side, limits.max_aspect_ratio, limits.max_frame_pixels
+            width, height, plan.resize_short_side, limits.max_aspect_ratio, limits.max_frame_pixels
         )
     pk = _demux(container, stream, limits, deadline, warnings)
-    n = len(pk.packets)
+    n = pk.frames
     if n == 0:
         raise UndecodableVideoError("the video stream has no frames")
     duration_s = pk.duration_s if pk.duration_s is not None else header_duration
@@ -368,7 +462,7 @@ def _decode(
     clips_idx = _chosen_indices(choose_indices, n)
 
     decoder = _SampledFrameDecoder(
-        stream, pk, sorted({i for clip in clips_idx for i in clip}), limits, deadline, resize_short_side
+        stream, pk, sorted({i for clip in clips_idx for i in clip}), limits, deadline, plan
     )
     try:
         decoder.run((width, height))
@@ -391,7 +485,8 @@ def _decode(
     )
     clips = [np.stack([decoder.out[i] for i in clip]) for clip in clips_idx]
     timestamps = [[decoder.times[i] for i in clip] for clip in clips_idx]
-    return DecodedVideo(info, clips, clips_idx, timestamps, warnings, {**decoder.stats(), "packets": n})
+    stats = {**decoder.stats(), "packets": n, "discarded": len(pk.packets) - n}
+    return DecodedVideo(info, clips, clips_idx, timestamps, warnings, stats)
 
 
 def _header_duration(container: Any, stream: Any) -> float | None:
@@ -408,11 +503,10 @@ def _normalize_rotation(deg: float) -> int:
 
 @dataclass
 class _Seen:
-    """A decoded frame, its presentation index and time, and its RGB conversion once made."""
+    """A decoded frame, its presentation index, and its RGB conversion once made."""
 
     index: int
     frame: Any
-    time_s: float
     rgb: np.ndarray | None = None
 
 
@@ -430,16 +524,23 @@ class _SampledFrameDecoder:
         needed: list[int],
         limits: VideoLimits,
         deadline: _Deadline,
-        resize_short_side: int | None,
+        plan: _Plan,
     ) -> None:
         self.ctx = stream.codec_context
         self.pk = packets
         self.needed = needed
         self.limits = limits
         self.deadline = deadline
-        self.resize_short_side = resize_short_side
+        self.resize_short_side = plan.resize_short_side
+        self.plan = plan
+        # Presentation indices whose packets must produce their frame; every other packet may be skipped
+        # by the decoder when nothing references it (skip_frame NONREF). Unknown ranks: skip nothing.
+        self.sampled = set(needed) if plan.skip_unsampled and packets.rank is not None else None
+        self.skip_mode = "DEFAULT"
+        # One scaler for the whole decode (frame.reformat would build one per frame).
+        self.reformatter = VideoReformatter()
         self.time_base: Fraction | None = stream.time_base
-        self.start_pts = packets.sorted_pts[0] if packets.sorted_pts else (stream.start_time or 0)
+        self.start_pts = packets.first_pts if packets.first_pts is not None else (stream.start_time or 0)
         self.fps = float(stream.average_rate) if stream.average_rate else 0.0
         # One output size for every frame (frames of one clip are stacked), from the header, or from
         # the first converted frame when the header has no size.
@@ -451,12 +552,13 @@ class _SampledFrameDecoder:
         self.converted = 0
         self.skips = 0
         self.missing: list[int] = []
+        self.ended_at: int | None = None  # last frame index decoded, when that was before a sampled one
         self.out: dict[int, np.ndarray] = {}
         self.times: dict[int, float] = {}
 
     # -- the decode loop
     def run(self, header_size: tuple[int, int]) -> None:
-        self.ctx.thread_type = "AUTO"
+        self._set_threads()
         # The same cap for the decoder itself: a bitstream whose frames are larger than its container
         # header says fails to decode instead of allocating them.
         self.ctx.options = _decoder_options(self.limits)
@@ -467,7 +569,9 @@ class _SampledFrameDecoder:
             self._drain()
         if self.last is None:
             raise UndecodableVideoError("no frame of the video could be decoded (corrupt or truncated?)")
-        while self.next_needed < len(self.needed):  # fewer frames decoded than counted
+        if self.next_needed < len(self.needed):  # the stream ended before the last sampled frames
+            self.ended_at = self.last.index
+        while self.next_needed < len(self.needed):
             self._give_missing(self.last)
 
     def _decode_packets(self) -> bool:
@@ -477,6 +581,7 @@ class _SampledFrameDecoder:
         while pos < len(packets):
             self.deadline.check("decoding")
             pos, kf_ptr = self._skip_ahead(pos, kf_ptr)
+            self._set_skip(pos)
             try:
                 frames = self.ctx.decode(packets[pos])
             except av.error.InvalidDataError:
@@ -485,6 +590,27 @@ class _SampledFrameDecoder:
             if any(self._on_frame(frame) for frame in frames):
                 return True
         return False
+
+    def _set_threads(self) -> None:
+        threads = self.plan.threads
+        if threads is None:
+            self.ctx.thread_type = "AUTO"
+        elif threads == 1:
+            self.ctx.thread_count = 1
+        else:
+            self.ctx.thread_type = "AUTO"
+            self.ctx.thread_count = threads
+
+    def _set_skip(self, pos: int) -> None:
+        """Decode the packet at ``pos`` fully when its frame is sampled, else let the decoder skip it
+        if no other frame references it. A non-reference frame's pixels are never used by another
+        frame, so skipping it cannot change a sampled frame."""
+        if self.sampled is None or self.pk.rank is None:
+            return
+        mode = "DEFAULT" if self.pk.rank[pos] in self.sampled else "NONREF"
+        if mode != self.skip_mode:
+            self.ctx.skip_frame = mode
+            self.skip_mode = mode
 
     def _skip_ahead(self, pos: int, kf_ptr: int) -> tuple[int, int]:
         """Restart at the latest keyframe ahead of ``pos`` that is not after the next needed frame."""
@@ -519,10 +645,10 @@ class _SampledFrameDecoder:
         if self.rotation is None:
             self.rotation = _normalize_rotation(frame.rotation or 0)
         self.decoded += 1
-        idx = self.pk.pts_rank.get(frame.pts) if self.pk.rank is not None and frame.pts is not None else None
+        idx = self._frame_index(frame)
         if idx is None:
-            idx = self.last.index + 1 if self.last is not None else 0
-        seen = _Seen(idx, frame, self._frame_time(frame, idx))
+            return False
+        seen = _Seen(idx, frame)
         while self.next_needed < len(self.needed) and self.needed[self.next_needed] < idx:
             # never decoded: served by the previous frame, or by this one when none came before
             self._give_missing(self.last if self.last is not None else seen)
@@ -531,6 +657,18 @@ class _SampledFrameDecoder:
             self.next_needed += 1
         self.last = seen
         return self.next_needed >= len(self.needed)
+
+    def _frame_index(self, frame: Any) -> int | None:
+        """The frame's presentation index; None for a frame before the first counted one (an edit
+        list's pre-roll that the decoder did not drop itself)."""
+        pk = self.pk
+        if pk.rank is not None and frame.pts is not None:
+            idx = pk.pts_rank.get(frame.pts)
+            if idx is not None:
+                return idx
+            if pk.first_pts is not None and frame.pts < pk.first_pts:
+                return None
+        return self.last.index + 1 if self.last is not None else 0
 
     def _give_missing(self, seen: _Seen) -> None:
         index = self.needed[self.next_needed]
@@ -543,7 +681,7 @@ class _SampledFrameDecoder:
             seen.rgb = self._convert(seen.frame)
             self.converted += 1
         self.out[index] = seen.rgb
-        self.times[index] = seen.time_s
+        self.times[index] = self._frame_time(seen.frame, seen.index)
 
     def _frame_time(self, frame: Any, idx: int) -> float:
         if frame.pts is not None and self.time_base:
@@ -570,20 +708,30 @@ class _SampledFrameDecoder:
         kwargs = {}
         if int(frame.color_range or 0):
             kwargs["src_color_range"] = int(frame.color_range)
-        rgb: np.ndarray = frame.reformat(
-            width=self.target[0], height=self.target[1], format="rgb24", interpolation=INTERPOLATION, **kwargs
+        rgb: np.ndarray = self.reformatter.reformat(
+            frame,
+            width=self.target[0],
+            height=self.target[1],
+            format="rgb24",
+            interpolation=INTERPOLATION,
+            threads=self.plan.threads or 0,
+            **kwargs,
         ).to_ndarray()
         k = (self.rotation or 0) // 90
         return np.rot90(rgb, k=k) if k else rgb
 
     # -- results
-    def warnings(self) -> list[str]:
+    def warnings(self) -> list[DecodeWarning]:
         if not self.missing:
             return []
         shown = f"{self.missing[:10]}{' ...' if len(self.missing) > 10 else ''}"
+        ended = "" if self.ended_at is None else f"; decoding ended at frame {self.ended_at}"
         return [
-            f"{self.decoded} frames decoded, {len(self.pk.packets)} packets counted",
-            f"{len(self.missing)} sampled frame(s) did not decode and were replaced by a neighbour: {shown}",
+            DecodeWarning(
+                "frames_substituted",
+                f"{len(self.missing)} sampled frame(s) of {self.pk.frames} did not decode and were "
+                f"replaced by a neighbour: {shown}{ended}",
+            )
         ]
 
     def stats(self) -> dict[str, int]:

@@ -103,6 +103,20 @@ class Settings(BaseSettings):
     max_multipart_header_bytes: int = Field(
         8 * 1024, ge=256, description="Most bytes of headers of one multipart part (422 beyond)"
     )
+    decode_threads: int = Field(
+        0,
+        ge=0,
+        description="FFmpeg threads inside one decode; 0: the CPUs divided among decode_workers (at "
+        "least 1: on 2 CPUs with 2 workers each decode runs single-threaded)",
+    )
+    default_precision_cpu: Literal["fp32", "fp16", "int8"] = Field(
+        "fp32",
+        description="Precision served on the CPU provider when a request names none (and the model "
+        "has that variant, with a passed accuracy check; else fp32)",
+    )
+    default_precision_gpu: Literal["fp32", "fp16", "int8"] = Field(
+        "fp16", description="Precision served on CUDA/TensorRT when a request names none (else fp32)"
+    )
     max_batch_size: int = Field(8, ge=1, description="Most clips (rows) per inference batch")
     max_batch_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits for more requests")
     max_queue: int = Field(16, ge=1, description="Requests in flight at once; more get 503 + Retry-After")

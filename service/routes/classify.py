@@ -68,11 +68,16 @@ async def classify(
     crops: int = Query(1, description="Spatial crops per clip: 1 (centre) or 3 (left/centre/right)"),
     model: str | None = Query(None, description="Model name (default: the default model)"),
     version: str | None = Query(None, description="Model version (default: the newest)"),
+    precision: str | None = Query(
+        None,
+        description="Graph precision: fp32, or fp16/int8 where the model has that variant (GET /models); "
+        "default: the server's default_precision_cpu / default_precision_gpu for the provider, else fp32",
+    ),
     thumbnails: bool = Query(
         False,
         description="Also return small JPEG thumbnails (base64) of the sampled frames, "
         "thumbnail_height pixels high, one per frame per clip",
     ),
 ) -> dict[str, object]:
-    options = ClassifyOptions(frames, top_k, clips, crops, model, version, thumbnails)
+    options = ClassifyOptions(frames, top_k, clips, crops, model, version, thumbnails, precision)
     return await pipeline.classify(request, options)

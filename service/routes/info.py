@@ -97,6 +97,11 @@ def _relative(engine: Engine, graph: Graph) -> str:
         return f"{graph.name}/{graph.version}/{graph.file.path.name}"
 
 
+def _check_info(graph: Graph) -> dict[str, object] | None:
+    check = graph.meta.precision_check
+    return None if check is None else dict(check.__dict__)
+
+
 def _model_info(engine: Engine, graphs: list[Graph]) -> dict[str, object]:
     first = graphs[0]
     meta = first.meta
@@ -122,6 +127,9 @@ def _model_info(engine: Engine, graphs: list[Graph]) -> dict[str, object]:
         "graphs": [
             {
                 "frames": g.frames,
+                "precision": g.precision,
+                "default_precision": engine.default_precision(g) == g.precision,
+                "precision_check": _check_info(g),
                 "input_size": g.meta.input_size,
                 "resize_short_side": g.meta.resize_short_side,
                 "provider": g.provider,
@@ -130,7 +138,7 @@ def _model_info(engine: Engine, graphs: list[Graph]) -> dict[str, object]:
                 "warmup_ms": round(g.warmup_ms, 3),
                 "path": _relative(engine, g),
             }
-            for g in sorted(graphs, key=lambda g: g.frames)
+            for g in engine.graphs_of(first.name, first.version)
         ],
         "manifest": {k: v for k, v in first.file.manifest.items() if k not in PRIVATE_MANIFEST_KEYS},
     }
