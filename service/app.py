@@ -22,6 +22,8 @@ from service.core.config import Settings
 from service.engine import Engine, StartupError
 from service.errors import install_exception_handlers
 from service.metrics import Metrics
+from service.oip import grpc_server as oip_grpc
+from service.oip import rest as oip_rest
 from service.pipeline import ClassifyPipeline
 from service.routes import classify, info, web
 
@@ -107,10 +109,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ", ".join(engine.model_names),
             engine.active_providers,
         )
+        grpc_server = None
+        if settings.grpc_port is not None:  # OIP gRPC on the same loop, engine and pipeline
+            grpc_server = await oip_grpc.start(
+                app.state, VERSION, settings.grpc_host, settings.grpc_port, settings.max_upload_bytes
+            )
         try:
             yield
         finally:
             engine.ready = False
+            if grpc_server is not None:
+                await oip_grpc.stop(grpc_server)
             engine.close()
             app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -125,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_exception_handlers(app)
     app.include_router(classify.router)
+    for router in oip_rest.routers:  # before info's routes; its last one answers unknown /v2/ paths
+        app.include_router(router)
     app.include_router(info.probes)
     app.include_router(info.models)
     app.include_router(web.router)

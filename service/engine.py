@@ -23,7 +23,7 @@ from service.core.config import Settings
 from service.errors import InvalidOptionError, ModelNotFoundError
 from service.metrics import Metrics
 from service.repository import GraphFile, scan, version_key
-from videocore.contract import DEPENDENCY_WEIGHTS, INPUT_NAME, PROBS, GraphMetadata
+from videocore.contract import DEPENDENCY_WEIGHTS, INPUT_NAME, LOGITS, PROBS, GraphMetadata
 
 log = logging.getLogger("sda_serve.engine")
 
@@ -152,7 +152,8 @@ def _check_graph(graph_file: GraphFile, session: ort.InferenceSession, meta: Gra
     missing = [name for name in wanted if name not in outputs]
     if missing:
         raise StartupError(f"{where}: graph lacks output(s) {missing} (has {sorted(outputs)})")
-    return wanted
+    # logits too when the graph has them (the OIP routes return them; the batcher runs them anyway)
+    return wanted + ([LOGITS] if LOGITS in outputs else [])
 
 
 class Engine:

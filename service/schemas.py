@@ -60,6 +60,7 @@ class Sampled(BaseModel):
 
 
 class Timings(BaseModel):
+    decode_wait: float = Field(0.0, description="Waiting for a free decoder thread")
     decode: float
     preprocess: float
     queue: float
