@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint lock serve-env dev-env browser bench clean
+.PHONY: run test lint lock proto serve-env dev-env browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ test: dev-env browser
 lock: dev-env
 	$(BIN)/uv pip compile pyproject.toml --extra serve --python-version 3.12 \
 		--python-platform x86_64-manylinux_2_28 --no-header --quiet -o requirements/serve.lock
+
+# The OIP gRPC messages (service/oip/proto/oip_v2_pb2.py[i]) are generated and committed.
+proto: dev-env
+	$(BIN)/python -m grpc_tools.protoc -I service/oip/proto --python_out=service/oip/proto \
+		--pyi_out=service/oip/proto service/oip/proto/oip_v2.proto
 
 lint: dev-env
 	$(BIN)/ruff check .

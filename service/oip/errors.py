@@ -9,7 +9,8 @@ request validation errors -- into that body, with ``Retry-After`` where the erro
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -56,7 +57,7 @@ def oip_error_response(exc: Exception) -> JSONResponse:
 class OIPRoute(APIRoute):
     """An APIRoute whose errors are OIP error bodies (see the module docstring)."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def oip_handler(request: Request) -> Response:

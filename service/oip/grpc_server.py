@@ -224,7 +224,7 @@ def _guarded(handler: Handler) -> Handler:
 
 
 def generic_handler(servicer: OIPServicer) -> grpc.GenericRpcHandler:
-    rpcs = {
+    rpcs: dict[str, tuple[Handler, Any, Any]] = {
         "ServerLive": (servicer.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
         "ServerReady": (servicer.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
         "ServerMetadata": (servicer.server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -33,6 +34,8 @@ EXTENSIONS = [
     "model_repository",
 ]
 HEADER_ALLOWANCE = 1024 * 1024  # the JSON header of a request, on top of max_upload_bytes
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 probes = APIRouter(tags=["oip"], route_class=OIPRoute)
 models = APIRouter(tags=["oip"], route_class=OIPRoute, dependencies=[Depends(require_api_key)])
@@ -100,10 +103,10 @@ async def load_unload(name: str) -> None:
     raise NotSupportedError("explicit model load / unload is not allowed: the repository is loaded at start")
 
 
-def _route_pair(path: str, method: str = "GET", **kwargs: Any) -> Any:
+def _route_pair(path: str, method: str = "GET", **kwargs: Any) -> Callable[[Endpoint], Endpoint]:
     """Register one endpoint at ``/v2/models/{name}<path>`` and ``.../versions/{version}<path>``."""
 
-    def register(endpoint: Any) -> Any:
+    def register(endpoint: Endpoint) -> Endpoint:
         for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
             models.add_api_route(prefix + path, endpoint, methods=[method], **kwargs)
         return endpoint
