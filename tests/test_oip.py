@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -341,3 +344,44 @@ def test_unknown_model_over_raw_http_is_an_error_body(oip):
     server, _ = oip
     response = httpx.get(f"{server.url}/v2/models/nope/ready")
     assert response.status_code == 404 and "error" in response.json()
+
+
+def test_sigterm_drain_makes_grpc_and_v2_unready_then_exits(tsn_only_repo, tmp_path):
+    clip = encode_clip(tmp_path / "clip.mp4", frames=16).read_bytes()
+    grpc_port = free_port()
+    server = start_server(tsn_only_repo, tmp_path / "server.log", grpc_port=grpc_port)
+
+    def slow_body():
+        yield clip[:500]
+        time.sleep(2.0)  # still uploading when SIGTERM arrives
+        yield clip[500:]
+
+    def admitted_request() -> int:
+        with httpx.Client(base_url=server.url, timeout=60.0) as client:
+            return client.post(
+                "/classify", content=slow_body(), headers={"content-type": "video/mp4"}
+            ).status_code
+
+    try:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        assert client.is_server_ready()
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(admitted_request)
+            deadline = time.monotonic() + 20
+            while httpx.get(f"{server.url}/health").json()["in_flight"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            assert not client.is_server_ready() and client.is_server_live()
+            frames = grpcclient.InferInput("frames", [1, 8, SIZE, SIZE, 3], "UINT8")
+            frames.set_data_from_numpy(_frames(1, 8))
+            with pytest.raises(InferenceServerException) as caught:
+                client.infer("tiny-tsn", [frames])
+            assert caught.value.status() == "StatusCode.UNAVAILABLE"
+            ready = httpx.get(f"{server.url}/v2/health/ready")
+            assert ready.status_code == 503 and "shutting down" in ready.json()["error"]
+            assert future.result(timeout=60) == 200
+        assert server.process.wait(30) == 0, server.log()
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
