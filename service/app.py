@@ -79,7 +79,9 @@ class RequestContextMiddleware:
                 await send_with_id({"type": "http.response.body", "body": body})
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = getattr(route, "path", None) or (
+                "static" if scope["path"].startswith(web.STATIC_PREFIX + "/") else "unmatched"
+            )
             self.metrics.requests.labels(scope["method"], path, str(status["code"])).inc()
             self.metrics.request_latency.labels(path).observe(time.perf_counter() - started)
 

@@ -28,6 +28,7 @@ from service.engine import Engine, Graph
 from service.errors import InvalidOptionError, NotReadyError, OverloadedError
 from service.model_io import dependency_summary, model_input, top_predictions
 from service.oip.stats import InferenceStats
+from service.retry import DrainRate
 from service.thumbnails import jpeg_thumbnails
 from service.upload import read_upload
 from videocore.contract import PROBS
@@ -35,7 +36,6 @@ from videocore.decode import VideoInfo, VideoLimits, probe_and_decode
 from videocore.errors import VideoError
 from videocore.sampling import index_chooser
 
-RETRY_AFTER_S = 1
 NOT_READY_RETRY_AFTER_S = 5
 DEFAULT_TOP_K = 5
 
@@ -129,6 +129,7 @@ class ClassifyPipeline:
         self.metrics = engine.metrics
         self.decode_pool = decode_pool
         self.stats = InferenceStats()
+        self.drain = DrainRate()
         self.limits = VideoLimits(
             max_bytes=self.settings.max_upload_bytes,
             max_pixels=self.settings.max_pixels,
@@ -167,18 +168,20 @@ class ClassifyPipeline:
     @asynccontextmanager
     async def admitted(self) -> AsyncIterator[None]:
         """One of the engine's ``max_queue`` request slots for the body of the ``async with``, or
-        :class:`OverloadedError` (503 + Retry-After)."""
+        :class:`OverloadedError` (503 + Retry-After from the measured drain rate, 1..30 s)."""
         if not self.engine.try_admit():
             self.metrics.rejected.inc()
+            retry_after = self.drain.retry_after_s(self.engine.inflight)
             raise OverloadedError(
                 f"overloaded: {self.settings.max_queue} requests already in flight; "
-                f"retry after {RETRY_AFTER_S} s",
-                RETRY_AFTER_S,
+                f"retry after {retry_after} s",
+                retry_after,
             )
         try:
             yield
         finally:
             self.engine.release()
+            self.drain.finished()
 
     async def decode(
         self, upload: IO[bytes], graph: Graph, options: ClassifyOptions, *, thumbnails: bool = False
@@ -218,12 +221,17 @@ class ClassifyPipeline:
     def observe(self, timings: dict[str, float]) -> None:
         """Stage latencies (milliseconds) into the stage histograms."""
         for stage, ms in timings.items():
-            self.metrics.stage_latency.labels(stage).observe(ms / 1000.0)
+            self.metrics.observe_stage(stage, ms / 1000.0)
 
-    async def _prepare(self, request: Request, graph: Graph, options: ClassifyOptions) -> _Prepared:
+    async def _prepare(
+        self, request: Request, graph: Graph, options: ClassifyOptions
+    ) -> tuple[float, _Prepared]:
+        """(upload milliseconds, the decoded request)."""
+        started = time.perf_counter()
         upload = await read_upload(request, self.settings.max_upload_bytes)
+        upload_ms = (time.perf_counter() - started) * 1000.0
         try:
-            return await self.decode(upload, graph, options, thumbnails=options.thumbnails)
+            return upload_ms, await self.decode(upload, graph, options, thumbnails=options.thumbnails)
         finally:
             upload.close()
 
@@ -231,10 +239,11 @@ class ClassifyPipeline:
         started = time.perf_counter()
         graph, top_k = self._validate(options)
         async with self.admitted():
-            prepared = await self._prepare(request, graph, options)
+            upload_ms, prepared = await self._prepare(request, graph, options)
             result = await self.run(graph, prepared.batch, prepared.decode_ms + prepared.preprocess_ms)
 
         timings = {
+            "upload": upload_ms,
             "decode_wait": prepared.decode_wait_ms,
             "decode": prepared.decode_ms,
             "preprocess": prepared.preprocess_ms,

@@ -92,7 +92,11 @@ def check_schema(body: dict, *, frames: int, clips: int = 1, sda: bool = True) -
     sampled = body["sampled"]
     assert len(sampled["indices"]) == len(sampled["timestamps_s"]) == clips
     assert all(len(ix) == frames for ix in sampled["indices"])
-    assert set(body["timings_ms"]) == {"decode_wait", "decode", "preprocess", "queue", "inference", "total"}
+    stages = {"upload", "decode_wait", "decode", "preprocess", "queue", "inference"}
+    assert set(body["timings_ms"]) == {*stages, "total"}
+    # the stages cover the request: they add up to the total but for the event loop's hand-offs
+    # (typically < 1 ms; up to ~15 ms seen on a 2-core machine shared with other test runs)
+    assert 0 <= body["timings_ms"]["total"] - sum(body["timings_ms"][s] for s in stages) < 25.0
     assert all(v >= 0 for v in body["timings_ms"].values())
     assert body["timings_ms"]["total"] >= body["timings_ms"]["inference"]
 
