@@ -219,6 +219,17 @@ def test_errors_decode_in_tritonclient(oip, video):
             ),
         ):
             assert response.status_code in (400, 404) and set(response.json()) == {"error"}, response.text
+        frames = {"name": "frames", "datatype": "UINT8", "shape": [1, 8, SIZE, SIZE, 3]}
+        for data, message in (
+            ([300] * (8 * SIZE * SIZE * 3), "integers in [0, 255]"),
+            ([0.5] * (8 * SIZE * SIZE * 3), "integers in [0, 255]"),
+            ([0] * 7, "7 values for shape"),
+        ):
+            response = raw.post("/v2/models/tiny-sda/infer", json={"inputs": [{**frames, "data": data}]})
+            assert response.status_code == 400 and message in response.json()["error"], response.text
+        bad_bytes = {"inputs": [{"name": "video", "datatype": "BYTES", "shape": [1], "data": [10**12]}]}
+        response = raw.post("/v2/models/tiny-sda/infer", json=bad_bytes)
+        assert response.status_code == 400 and "BYTES values must be strings" in response.json()["error"]
 
 
 def test_infer_is_counted_with_classify_metrics(oip):

@@ -134,21 +134,26 @@ def from_values(
     if len(values) != count:
         raise OIPRequestError(f"input {name!r}: {len(values)} values for shape {shape} ({count} expected)")
     if datatype == BYTES:
+        if not all(isinstance(v, str | bytes) for v in values):
+            raise OIPRequestError(f"input {name!r}: BYTES values must be strings")
         array = np.empty(count, dtype=object)
-        array[:] = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
+        array[:] = [v.encode() if isinstance(v, str) else v for v in values]
         return Tensor(name, datatype, shape, array.reshape(shape), parameters, from_json=True)
     dtype = _dtype(datatype, name)
     try:
-        wide = np.asarray(values, dtype=np.float64 if dtype.kind == "f" else object)
-        if dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            if any(
-                not isinstance(v, int) or isinstance(v, bool) or not info.min <= v <= info.max for v in values
-            ):
-                raise OIPRequestError(f"input {name!r}: values must be integers in [{info.min}, {info.max}]")
-        array = wide.astype(dtype)
+        values_array = np.asarray(values)
     except (TypeError, ValueError) as error:
         raise OIPRequestError(f"input {name!r}: values are not {datatype}: {error}") from error
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        in_range = values_array.dtype.kind in "iu" and (
+            values_array.size == 0 or (values_array.min() >= info.min and values_array.max() <= info.max)
+        )
+        if not in_range:
+            raise OIPRequestError(f"input {name!r}: values must be integers in [{info.min}, {info.max}]")
+    elif values_array.dtype.kind not in "biuf":
+        raise OIPRequestError(f"input {name!r}: values are not {datatype}")
+    array = values_array.astype(dtype)
     return Tensor(name, datatype, shape, array.reshape(shape), parameters, from_json=True)
 
 
