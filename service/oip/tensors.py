@@ -175,6 +175,8 @@ def datatype_of(array: np.ndarray) -> str:
 
 # --- REST ------------------------------------------------------------------------------------------
 def _flatten(data: Any) -> list[Any]:
+    if isinstance(data, list) and not any(isinstance(item, list) for item in data):
+        return data  # already flat (what tritonclient and the KServe SDK send)
     if isinstance(data, list):
         out: list[Any] = []
         for item in data:
