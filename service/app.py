@@ -24,6 +24,7 @@ from service.errors import install_exception_handlers
 from service.metrics import Metrics
 from service.oip import grpc_server as oip_grpc
 from service.oip import rest as oip_rest
+from service.oip.errors import install_oip_not_found
 from service.pipeline import ClassifyPipeline
 from service.routes import classify, info, web
 
@@ -136,8 +137,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_exception_handlers(app)
     app.include_router(classify.router)
-    for router in oip_rest.routers:  # before info's routes; its last one answers unknown /v2/ paths
+    for router in oip_rest.routers:
         app.include_router(router)
+    install_oip_not_found(app)  # unknown /v2/ paths answer {"error"}
     app.include_router(info.probes)
     app.include_router(info.models)
     app.include_router(web.router)

@@ -227,6 +227,8 @@ def test_errors_decode_in_tritonclient(oip, video):
         ):
             response = raw.post("/v2/models/tiny-sda/infer", json={"inputs": [{**frames, "data": data}]})
             assert response.status_code == 400 and message in response.json()["error"], response.text
+        wrong_method = raw.put("/v2/models/tiny-sda/infer")
+        assert wrong_method.status_code == 405 and set(wrong_method.json()) == {"error"}
         bad_bytes = {"inputs": [{"name": "video", "datatype": "BYTES", "shape": [1], "data": [10**12]}]}
         response = raw.post("/v2/models/tiny-sda/infer", json=bad_bytes)
         assert response.status_code == 400 and "BYTES values must be strings" in response.json()["error"]

@@ -8,18 +8,31 @@ request validation errors -- into that body, with ``Retry-After`` where the erro
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ServiceError, format_validation_errors, http_status
 from videocore.errors import VideoError
+
+OIP_PREFIX = "/v2"
+
+
+class OIPErrorBody(BaseModel):
+    error: str
+
+
+def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for OIP errors."""
+    return {code: {"model": OIPErrorBody, "description": "OIP error"} for code in codes}
 
 
 class OIPRequestError(ServiceError):
@@ -67,3 +80,21 @@ class OIPRoute(APIRoute):
                 return oip_error_response(exc)
 
         return oip_handler
+
+
+def install_oip_not_found(app: FastAPI) -> None:
+    """Unknown ``/v2/...`` paths (404) and wrong methods (405) answer ``{"error": ...}`` too: they are
+    raised by the router, before any OIP route, so the app's HTTP error handler is wrapped for them."""
+    original = app.exception_handlers[StarletteHTTPException]
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        path = request.url.path
+        if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/"):
+            return oip_error_response(exc)
+        response = original(request, exc)
+        if inspect.isawaitable(response):
+            response = await response
+        assert isinstance(response, Response)
+        return response
+
+    app.add_exception_handler(StarletteHTTPException, handler)

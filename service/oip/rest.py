@@ -7,19 +7,19 @@ Every error is ``{"error": "..."}`` (:class:`service.oip.errors.OIPRoute`), incl
 
 from __future__ import annotations
 
+import inspect
 import json
 import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
 
 from service.deps import Pipeline, ReadyEngine
 from service.engine import Engine
 from service.oip import infer as oip_infer
 from service.oip import models as oip_models
-from service.oip.errors import NotSupportedError, OIPRequestError, OIPRoute
+from service.oip.errors import NotSupportedError, OIPRequestError, OIPRoute, documented
 from service.oip.tensors import HEADER_LENGTH, binary_outputs, encode_rest, parse_rest
 from service.pipeline import ClassifyPipeline
 from service.routes.auth import require_api_key
@@ -37,9 +37,13 @@ HEADER_ALLOWANCE = 1024 * 1024  # the JSON header of a request, on top of max_up
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
-probes = APIRouter(tags=["oip"], route_class=OIPRoute)
-models = APIRouter(tags=["oip"], route_class=OIPRoute, dependencies=[Depends(require_api_key)])
-fallback = APIRouter(tags=["oip"], route_class=OIPRoute)
+probes = APIRouter(tags=["oip"], route_class=OIPRoute, responses=documented(503))
+models = APIRouter(
+    tags=["oip"],
+    route_class=OIPRoute,
+    dependencies=[Depends(require_api_key)],
+    responses=documented(400, 401, 404, 503),
+)
 
 
 # --- health and server metadata -------------------------------------------------------------------
@@ -103,12 +107,31 @@ async def load_unload(name: str) -> None:
     raise NotSupportedError("explicit model load / unload is not allowed: the repository is loaded at start")
 
 
+def _without_version(endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` less its ``version`` parameter (for the unversioned path)."""
+    signature = inspect.signature(endpoint)
+
+    async def unversioned(**kwargs: Any) -> Any:
+        return await endpoint(**kwargs, version=None)
+
+    unversioned.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for name, p in signature.parameters.items() if name != "version"]
+    )
+    unversioned.__name__ = endpoint.__name__
+    unversioned.__doc__ = endpoint.__doc__
+    return unversioned  # type: ignore[return-value]
+
+
 def _route_pair(path: str, method: str = "GET", **kwargs: Any) -> Callable[[Endpoint], Endpoint]:
     """Register one endpoint at ``/v2/models/{name}<path>`` and ``.../versions/{version}<path>``."""
 
     def register(endpoint: Endpoint) -> Endpoint:
-        for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-            models.add_api_route(prefix + path, endpoint, methods=[method], **kwargs)
+        models.add_api_route(
+            f"/v2/models/{{name}}{path}", _without_version(endpoint), methods=[method], **kwargs
+        )
+        models.add_api_route(
+            f"/v2/models/{{name}}/versions/{{version}}{path}", endpoint, methods=[method], **kwargs
+        )
         return endpoint
 
     return register
@@ -159,7 +182,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@_route_pair("/infer", method="POST", summary="OIP v2 inference (JSON or binary tensors)")
+@_route_pair(
+    "/infer",
+    method="POST",
+    summary="OIP v2 inference (JSON or binary tensors)",
+    responses=documented(413, 415, 422),
+)
 async def model_infer(
     name: str, request: Request, engine: ReadyEngine, pipeline: Pipeline, version: str | None = None
 ) -> Response:
@@ -175,9 +203,4 @@ async def model_infer(
     )
 
 
-@fallback.api_route("/v2/{path:path}", methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
-async def unknown(path: str) -> JSONResponse:
-    return JSONResponse({"error": f"no OIP route /v2/{path}"}, status_code=404)
-
-
-routers = [probes, models, fallback]
+routers = [probes, models]
