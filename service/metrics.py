@@ -94,6 +94,9 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.grpc_requests = Counter(
+            "sda_grpc_requests", "OIP gRPC requests by method and status code", ["method", "code"], registry=r
+        )
         self.provider_fallback = Gauge(
             "sda_provider_fallback",
             "1 when a graph runs on a different execution provider than the first one asked for",

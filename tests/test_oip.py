@@ -295,6 +295,10 @@ def test_grpc_health_metadata_and_infer(oip, model_repo, video):
     with pytest.raises(InferenceServerException) as caught:
         client.get_model_metadata("nope")
     assert caught.value.status() == "StatusCode.NOT_FOUND"
+    with server.client() as http:
+        metrics = http.get("/metrics").text
+    assert 'sda_grpc_requests_total{code="OK",method="ModelInfer"}' in metrics
+    assert 'sda_grpc_requests_total{code="NOT_FOUND",method="ModelMetadata"}' in metrics
     bad = grpcclient.InferInput("frames", [1, 4, SIZE, SIZE, 3], "UINT8")
     bad.set_data_from_numpy(_frames(1, 4))
     with pytest.raises(InferenceServerException) as caught:

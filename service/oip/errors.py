@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -22,6 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ServiceError, format_validation_errors, http_status
 from videocore.errors import VideoError
+
+log = logging.getLogger("sda_serve.oip")
 
 OIP_PREFIX = "/v2"
 
@@ -78,6 +81,14 @@ class OIPRoute(APIRoute):
                 return await handler(request)
             except (ServiceError, VideoError, StarletteHTTPException, RequestValidationError) as exc:
                 return oip_error_response(exc)
+            except Exception:
+                request_id = request.scope.get("state", {}).get("request_id", "?")
+                log.exception(
+                    "unhandled error in %s %s [request id %s]", request.method, request.url.path, request_id
+                )
+                return JSONResponse(
+                    {"error": f"internal server error (request id {request_id})"}, status_code=500
+                )
 
         return oip_handler
 

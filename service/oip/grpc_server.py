@@ -24,6 +24,7 @@ import numpy as np
 
 from service.engine import Engine
 from service.errors import NotReadyError, ServiceError, http_status
+from service.metrics import Metrics
 from service.oip import infer as oip_infer
 from service.oip import models as oip_models
 from service.oip.errors import OIPRequestError
@@ -207,10 +208,11 @@ class _Unauthenticated(ServiceError):
     status_code = 401
 
 
-def _guarded(handler: Handler) -> Handler:
-    """Domain errors -> gRPC status codes (see the module docstring)."""
+def _guarded(name: str, handler: Handler, metrics: Metrics) -> Handler:
+    """Domain errors -> gRPC status codes (see the module docstring); every call counted."""
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        code = grpc.StatusCode.OK
         try:
             return await handler(request, context)
         except (ServiceError, VideoError) as error:
@@ -219,6 +221,12 @@ def _guarded(handler: Handler) -> Handler:
                 context.set_trailing_metadata((("retry-after", str(retry)),))
             code = _CODES.get(http_status(error), grpc.StatusCode.INTERNAL)
             await context.abort(code, str(error))
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("unhandled error in gRPC %s", name)
+            await context.abort(code, "internal server error")
+        finally:
+            metrics.grpc_requests.labels(name, code.name).inc()
 
     return call
 
@@ -237,7 +245,7 @@ def generic_handler(servicer: OIPServicer) -> grpc.GenericRpcHandler:
         SERVICE,
         {
             name: grpc.unary_unary_rpc_method_handler(
-                _guarded(fn),
+                _guarded(name, fn, servicer.state.metrics),
                 request_deserializer=req.FromString,
                 response_serializer=resp.SerializeToString,
             )
