@@ -269,6 +269,13 @@ def test_grpc_health_metadata_and_infer(oip, model_repo, video):
     meta = client.get_model_metadata("tiny-sda-16f", as_json=True)
     assert meta["inputs"][0]["shape"] == ["-1", "16", str(SIZE), str(SIZE), "3"]
     assert "binary_tensor_data" in client.get_server_metadata(as_json=True)["extensions"]
+    config = client.get_model_config("tiny-sda-16f", as_json=True)["config"]
+    assert config["max_batch_size"] == 8 and config["input"][0]["dims"] == ["16", str(SIZE), str(SIZE), "3"]
+    assert (
+        config["input"][0]["data_type"] == "TYPE_UINT8"
+        and config["output"][0]["label_filename"] == "labels.txt"
+    )
+    assert {m.name for m in client.get_model_repository_index().models} >= {"tiny-sda", "tiny-sda-16f"}
 
     batch = _frames(3, 16, seed=3)
     data = grpcclient.InferInput("frames", list(batch.shape), "UINT8")
@@ -295,6 +302,9 @@ def test_grpc_health_metadata_and_infer(oip, model_repo, video):
     with pytest.raises(InferenceServerException) as caught:
         client.get_model_metadata("nope")
     assert caught.value.status() == "StatusCode.NOT_FOUND"
+    stats = client.get_inference_statistics("tiny-sda-16f", as_json=True)["model_stats"][0]
+    assert int(stats["inference_count"]) >= 3 and int(stats["inference_stats"]["success"]["count"]) >= 1
+    assert len(client.get_inference_statistics(as_json=True)["model_stats"]) == 5
     with server.client() as http:
         metrics = http.get("/metrics").text
     assert 'sda_grpc_requests_total{code="OK",method="ModelInfer"}' in metrics

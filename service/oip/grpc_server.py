@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
 
 from service.engine import Engine
 from service.errors import NotReadyError, ServiceError, http_status
@@ -29,7 +30,7 @@ from service.oip import infer as oip_infer
 from service.oip import models as oip_models
 from service.oip.errors import OIPRequestError
 from service.oip.proto import oip_v2_pb2 as pb
-from service.oip.rest import EXTENSIONS, HEADER_ALLOWANCE, SERVER_NAME
+from service.oip.rest import EXTENSIONS, HEADER_ALLOWANCE, SERVER_NAME, statistics
 from service.oip.tensors import (
     BYTES,
     InferRequest,
@@ -193,6 +194,23 @@ class OIPServicer:
         result = await oip_infer.infer(self.pipeline, model, decode_request(request))
         return encode_response(result)
 
+    async def model_config(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        self._check_key(context)
+        engine = self._ready_engine()
+        config = oip_models.config(engine, oip_models.resolve(engine, request.name, request.version))
+        message = json_format.ParseDict(config, pb.ModelConfig(), ignore_unknown_fields=True)
+        return pb.ModelConfigResponse(config=message)
+
+    async def model_statistics(
+        self, request: pb.ModelStatisticsRequest, context: Any
+    ) -> pb.ModelStatisticsResponse:
+        self._check_key(context)
+        engine = self._ready_engine()
+        stats = statistics(engine, self.pipeline, request.name or None, request.version or None)
+        response = pb.ModelStatisticsResponse()
+        json_format.ParseDict(stats, response, ignore_unknown_fields=True)
+        return response
+
     async def repository_index(
         self, request: pb.RepositoryIndexRequest, context: Any
     ) -> pb.RepositoryIndexResponse:
@@ -239,6 +257,8 @@ def generic_handler(servicer: OIPServicer) -> grpc.GenericRpcHandler:
         "ModelReady": (servicer.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
         "ModelMetadata": (servicer.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
         "ModelInfer": (servicer.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+        "ModelConfig": (servicer.model_config, pb.ModelConfigRequest, pb.ModelConfigResponse),
+        "ModelStatistics": (servicer.model_statistics, pb.ModelStatisticsRequest, pb.ModelStatisticsResponse),
         "RepositoryIndex": (servicer.repository_index, pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
     }
     return grpc.method_handlers_generic_handler(

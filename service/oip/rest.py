@@ -80,13 +80,22 @@ def _stats_entry(engine: Engine, pipeline: ClassifyPipeline, model: oip_models.O
     return pipeline.stats.entry(keys, model.name, g.version, _execution_count(engine, labels))
 
 
-@models.get("/v2/models/stats", summary="Triton statistics of every model")
-async def all_stats(engine: ReadyEngine, pipeline: Pipeline) -> dict[str, object]:
+def statistics(
+    engine: Engine, pipeline: ClassifyPipeline, name: str | None, version: str | None
+) -> dict[str, Any]:
+    """Triton's statistics of one model, or (``name`` None) of every model at every version."""
+    if name:
+        return {"model_stats": [_stats_entry(engine, pipeline, oip_models.resolve(engine, name, version))]}
     entries = []
     for item in oip_models.repository_index(engine):
         model = oip_models.resolve(engine, item["name"], item["version"])
         entries.append(_stats_entry(engine, pipeline, model))
     return {"model_stats": entries}
+
+
+@models.get("/v2/models/stats", summary="Triton statistics of every model")
+async def all_stats(engine: ReadyEngine, pipeline: Pipeline) -> dict[str, object]:
+    return statistics(engine, pipeline, None, None)
 
 
 @models.post("/v2/repository/index", summary="Triton repository index")
@@ -152,7 +161,7 @@ async def model_config(name: str, engine: ReadyEngine, version: str | None = Non
 async def model_stats(
     name: str, engine: ReadyEngine, pipeline: Pipeline, version: str | None = None
 ) -> dict[str, object]:
-    return {"model_stats": [_stats_entry(engine, pipeline, oip_models.resolve(engine, name, version))]}
+    return statistics(engine, pipeline, name, version)
 
 
 @_route_pair("", summary="OIP v2 model metadata")

@@ -4,88 +4,139 @@
 # source: oip_v2.proto
 # Protobuf Python Version: 6.33.5
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
-_runtime_version.ValidateProtobufRuntimeVersion(_runtime_version.Domain.PUBLIC, 6, 33, 5, "", "oip_v2.proto")
+_runtime_version.ValidateProtobufRuntimeVersion(
+    _runtime_version.Domain.PUBLIC,
+    6,
+    33,
+    5,
+    '',
+    'oip_v2.proto'
+)
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x0coip_v2.proto\x12\x10sda_serve.oip.v2"\x13\n\x11ServerLiveRequest""\n\x12ServerLiveResponse\x12\x0c\n\x04live\x18\x01 \x01(\x08"\x14\n\x12ServerReadyRequest"$\n\x13ServerReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08"2\n\x11ModelReadyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t"#\n\x12ModelReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08"\x17\n\x15ServerMetadataRequest"K\n\x16ServerMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nextensions\x18\x03 \x03(\t"5\n\x14ModelMetadataRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t"\x9b\x02\n\x15ModelMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x46\n\x06inputs\x18\x04 \x03(\x0b\x32\x36.sda_serve.oip.v2.ModelMetadataResponse.TensorMetadata\x12G\n\x07outputs\x18\x05 \x03(\x0b\x32\x36.sda_serve.oip.v2.ModelMetadataResponse.TensorMetadata\x1a?\n\x0eTensorMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03"\x99\x01\n\x0eInferParameter\x12\x14\n\nbool_param\x18\x01 \x01(\x08H\x00\x12\x15\n\x0bint64_param\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_param\x18\x03 \x01(\tH\x00\x12\x16\n\x0c\x64ouble_param\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cuint64_param\x18\x05 \x01(\x04H\x00\x42\x12\n\x10parameter_choice"\xd0\x01\n\x13InferTensorContents\x12\x15\n\rbool_contents\x18\x01 \x03(\x08\x12\x14\n\x0cint_contents\x18\x02 \x03(\x05\x12\x16\n\x0eint64_contents\x18\x03 \x03(\x03\x12\x15\n\ruint_contents\x18\x04 \x03(\r\x12\x17\n\x0fuint64_contents\x18\x05 \x03(\x04\x12\x15\n\rfp32_contents\x18\x06 \x03(\x02\x12\x15\n\rfp64_contents\x18\x07 \x03(\x01\x12\x16\n\x0e\x62ytes_contents\x18\x08 \x03(\x0c"\xad\x07\n\x11ModelInferRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12G\n\nparameters\x18\x04 \x03(\x0b\x32\x33.sda_serve.oip.v2.ModelInferRequest.ParametersEntry\x12\x44\n\x06inputs\x18\x05 \x03(\x0b\x32\x34.sda_serve.oip.v2.ModelInferRequest.InferInputTensor\x12O\n\x07outputs\x18\x06 \x03(\x0b\x32>.sda_serve.oip.v2.ModelInferRequest.InferRequestedOutputTensor\x12\x1a\n\x12raw_input_contents\x18\x07 \x03(\x0c\x1a\xa9\x02\n\x10InferInputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12X\n\nparameters\x18\x04 \x03(\x0b\x32\x44.sda_serve.oip.v2.ModelInferRequest.InferInputTensor.ParametersEntry\x12\x37\n\x08\x63ontents\x18\x05 \x01(\x0b\x32%.sda_serve.oip.v2.InferTensorContents\x1aS\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .sda_serve.oip.v2.InferParameter:\x02\x38\x01\x1a\xe3\x01\n\x1aInferRequestedOutputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x62\n\nparameters\x18\x02 \x03(\x0b\x32N.sda_serve.oip.v2.ModelInferRequest.InferRequestedOutputTensor.ParametersEntry\x1aS\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .sda_serve.oip.v2.InferParameter:\x02\x38\x01\x1aS\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .sda_serve.oip.v2.InferParameter:\x02\x38\x01"\xff\x04\n\x12ModelInferResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12H\n\nparameters\x18\x04 \x03(\x0b\x32\x34.sda_serve.oip.v2.ModelInferResponse.ParametersEntry\x12G\n\x07outputs\x18\x05 \x03(\x0b\x32\x36.sda_serve.oip.v2.ModelInferResponse.InferOutputTensor\x12\x1b\n\x13raw_output_contents\x18\x06 \x03(\x0c\x1a\xac\x02\n\x11InferOutputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12Z\n\nparameters\x18\x04 \x03(\x0b\x32\x46.sda_serve.oip.v2.ModelInferResponse.InferOutputTensor.ParametersEntry\x12\x37\n\x08\x63ontents\x18\x05 \x01(\x0b\x32%.sda_serve.oip.v2.InferTensorContents\x1aS\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .sda_serve.oip.v2.InferParameter:\x02\x38\x01\x1aS\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .sda_serve.oip.v2.InferParameter:\x02\x38\x01"@\n\x16RepositoryIndexRequest\x12\x17\n\x0frepository_name\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x08"\xab\x01\n\x17RepositoryIndexResponse\x12\x44\n\x06models\x18\x01 \x03(\x0b\x32\x34.sda_serve.oip.v2.RepositoryIndexResponse.ModelIndex\x1aJ\n\nModelIndex\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\tb\x06proto3'
-)
+
+
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0coip_v2.proto\x12\x10sda_serve.oip.v2\"\x13\n\x11ServerLiveRequest\"\"\n\x12ServerLiveResponse\x12\x0c\n\x04live\x18\x01 \x01(\x08\"\x14\n\x12ServerReadyRequest\"$\n\x13ServerReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\"2\n\x11ModelReadyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"#\n\x12ModelReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\"\x17\n\x15ServerMetadataRequest\"K\n\x16ServerMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nextensions\x18\x03 \x03(\t\"5\n\x14ModelMetadataRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x9b\x02\n\x15ModelMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x46\n\x06inputs\x18\x04 \x03(\x0b\x32\x36.sda_serve.oip.v2.ModelMetadataResponse.TensorMetadata\x12G\n\x07outputs\x18\x05 \x03(\x0b\x32\x36.sda_serve.oip.v2.ModelMetadataResponse.TensorMetadata\x1a?\n\x0eTensorMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x99\x01\n\x0eInferParameter\x12\x14\n\nbool_param\x18\x01 \x01(\x08H\x00\x12\x15\n\x0bint64_param\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_param\x18\x03 \x01(\tH\x00\x12\x16\n\x0c\x64ouble_param\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cuint64_param\x18\x05 \x01(\x04H\x00\x42\x12\n\x10parameter_choice\"\xd0\x01\n\x13InferTensorContents\x12\x15\n\rbool_contents\x18\x01 \x03(\x08\x12\x14\n\x0cint_contents\x18\x02 \x03(\x05\x12\x16\n\x0eint64_contents\x18\x03 \x03(\x03\x12\x15\n\ruint_contents\x18\x04 \x03(\r\x12\x17\n\x0fuint64_contents\x18\x05 \x03(\x04\x12\x15\n\rfp32_contents\x18\x06 \x03(\x02\x12\x15\n\rfp64_contents\x18\x07 \x03(\x01\x12\x16\n\x0e\x62ytes_contents\x18\x08 \x03(\x0c\"\xad\x07\n\x11ModelInferRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12G\n\nparameters\x18\x04 \x03(\x0b\x32\x33.sda_serve.oip.v2.ModelInferRequest.ParametersEntry\x12\x44\n\x06inputs\x18\x05 \x03(\x0b\x32\x34.sda_serve.oip.v2.ModelInferRequest.InferInputTensor\x12O\n\x07outputs\x18\x06 \x03(\x0b\x32>.sda_serve.oip.v2.ModelInferRequest.InferRequestedOutputTensor\x12\x1a\n\x12raw_input_contents\x18\x07 \x03(\x0c\x1a\xa9\x02\n\x10InferInputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12X\n\nparameters\x18\x04 \x03(\x0b\x32\x44.sda_serve.oip.v2.ModelInferRequest.InferInputTensor.ParametersEntry\x12\x37\n\x08\x63ontents\x18\x05 \x01(\x0b\x32%.sda_serve.oip.v2.InferTensorContents\x1aS\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .sda_serve.oip.v2.InferParameter:\x02\x38\x01\x1a\xe3\x01\n\x1aInferRequestedOutputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x62\n\nparameters\x18\x02 \x03(\x0b\x32N.sda_serve.oip.v2.ModelInferRequest.InferRequestedOutputTensor.ParametersEntry\x1aS\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .sda_serve.oip.v2.InferParameter:\x02\x38\x01\x1aS\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .sda_serve.oip.v2.InferParameter:\x02\x38\x01\"\xff\x04\n\x12ModelInferResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12H\n\nparameters\x18\x04 \x03(\x0b\x32\x34.sda_serve.oip.v2.ModelInferResponse.ParametersEntry\x12G\n\x07outputs\x18\x05 \x03(\x0b\x32\x36.sda_serve.oip.v2.ModelInferResponse.InferOutputTensor\x12\x1b\n\x13raw_output_contents\x18\x06 \x03(\x0c\x1a\xac\x02\n\x11InferOutputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12Z\n\nparameters\x18\x04 \x03(\x0b\x32\x46.sda_serve.oip.v2.ModelInferResponse.InferOutputTensor.ParametersEntry\x12\x37\n\x08\x63ontents\x18\x05 \x01(\x0b\x32%.sda_serve.oip.v2.InferTensorContents\x1aS\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .sda_serve.oip.v2.InferParameter:\x02\x38\x01\x1aS\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .sda_serve.oip.v2.InferParameter:\x02\x38\x01\"@\n\x16RepositoryIndexRequest\x12\x17\n\x0frepository_name\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x08\"\xab\x01\n\x17RepositoryIndexResponse\x12\x44\n\x06models\x18\x01 \x03(\x0b\x32\x34.sda_serve.oip.v2.RepositoryIndexResponse.ModelIndex\x1aJ\n\nModelIndex\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"3\n\x12ModelConfigRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"D\n\x13ModelConfigResponse\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.sda_serve.oip.v2.ModelConfig\"#\n\x12ModelTensorReshape\x12\r\n\x05shape\x18\x01 \x03(\x03\"\x92\x02\n\nModelInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\tdata_type\x18\x02 \x01(\x0e\x32\x1a.sda_serve.oip.v2.DataType\x12\x33\n\x06\x66ormat\x18\x03 \x01(\x0e\x32#.sda_serve.oip.v2.ModelInput.Format\x12\x0c\n\x04\x64ims\x18\x04 \x03(\x03\x12\x35\n\x07reshape\x18\x05 \x01(\x0b\x32$.sda_serve.oip.v2.ModelTensorReshape\x12\x10\n\x08optional\x18\x08 \x01(\x08\";\n\x06\x46ormat\x12\x0f\n\x0b\x46ORMAT_NONE\x10\x00\x12\x0f\n\x0b\x46ORMAT_NHWC\x10\x01\x12\x0f\n\x0b\x46ORMAT_NCHW\x10\x02\"\xa7\x01\n\x0bModelOutput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\tdata_type\x18\x02 \x01(\x0e\x32\x1a.sda_serve.oip.v2.DataType\x12\x0c\n\x04\x64ims\x18\x03 \x03(\x03\x12\x16\n\x0elabel_filename\x18\x04 \x01(\t\x12\x35\n\x07reshape\x18\x05 \x01(\x0b\x32$.sda_serve.oip.v2.ModelTensorReshape\"\xa5\x02\n\x12ModelVersionPolicy\x12=\n\x06latest\x18\x01 \x01(\x0b\x32+.sda_serve.oip.v2.ModelVersionPolicy.LatestH\x00\x12\x37\n\x03\x61ll\x18\x02 \x01(\x0b\x32(.sda_serve.oip.v2.ModelVersionPolicy.AllH\x00\x12\x41\n\x08specific\x18\x03 \x01(\x0b\x32-.sda_serve.oip.v2.ModelVersionPolicy.SpecificH\x00\x1a\x1e\n\x06Latest\x12\x14\n\x0cnum_versions\x18\x01 \x01(\r\x1a\x05\n\x03\x41ll\x1a\x1c\n\x08Specific\x12\x10\n\x08versions\x18\x01 \x03(\x03\x42\x0f\n\rpolicy_choice\"Z\n\x14ModelDynamicBatching\x12\x1c\n\x14preferred_batch_size\x18\x01 \x03(\x05\x12$\n\x1cmax_queue_delay_microseconds\x18\x02 \x01(\x04\"\xad\x01\n\x12ModelInstanceGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x37\n\x04kind\x18\x04 \x01(\x0e\x32).sda_serve.oip.v2.ModelInstanceGroup.Kind\"A\n\x04Kind\x12\r\n\tKIND_AUTO\x10\x00\x12\x0c\n\x08KIND_GPU\x10\x01\x12\x0c\n\x08KIND_CPU\x10\x02\x12\x0e\n\nKIND_MODEL\x10\x03\"&\n\x0eModelParameter\x12\x14\n\x0cstring_value\x18\x01 \x01(\t\"\x88\x04\n\x0bModelConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12<\n\x0eversion_policy\x18\x03 \x01(\x0b\x32$.sda_serve.oip.v2.ModelVersionPolicy\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x05\x12+\n\x05input\x18\x05 \x03(\x0b\x32\x1c.sda_serve.oip.v2.ModelInput\x12-\n\x06output\x18\x06 \x03(\x0b\x32\x1d.sda_serve.oip.v2.ModelOutput\x12<\n\x0einstance_group\x18\x07 \x03(\x0b\x32$.sda_serve.oip.v2.ModelInstanceGroup\x12@\n\x10\x64ynamic_batching\x18\x0b \x01(\x0b\x32&.sda_serve.oip.v2.ModelDynamicBatching\x12\x41\n\nparameters\x18\x0e \x03(\x0b\x32-.sda_serve.oip.v2.ModelConfig.ParametersEntry\x12\x0f\n\x07\x62\x61\x63kend\x18\x11 \x01(\t\x1aS\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .sda_serve.oip.v2.ModelParameter:\x02\x38\x01\"7\n\x16ModelStatisticsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\".\n\x11StatisticDuration\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\n\n\x02ns\x18\x02 \x01(\x04\"\xd4\x03\n\x0fInferStatistics\x12\x34\n\x07success\x18\x01 \x01(\x0b\x32#.sda_serve.oip.v2.StatisticDuration\x12\x31\n\x04\x66\x61il\x18\x02 \x01(\x0b\x32#.sda_serve.oip.v2.StatisticDuration\x12\x32\n\x05queue\x18\x03 \x01(\x0b\x32#.sda_serve.oip.v2.StatisticDuration\x12:\n\rcompute_input\x18\x04 \x01(\x0b\x32#.sda_serve.oip.v2.StatisticDuration\x12:\n\rcompute_infer\x18\x05 \x01(\x0b\x32#.sda_serve.oip.v2.StatisticDuration\x12;\n\x0e\x63ompute_output\x18\x06 \x01(\x0b\x32#.sda_serve.oip.v2.StatisticDuration\x12\x36\n\tcache_hit\x18\x07 \x01(\x0b\x32#.sda_serve.oip.v2.StatisticDuration\x12\x37\n\ncache_miss\x18\x08 \x01(\x0b\x32#.sda_serve.oip.v2.StatisticDuration\"\xb6\x01\n\x0fModelStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0elast_inference\x18\x03 \x01(\x04\x12\x17\n\x0finference_count\x18\x04 \x01(\x04\x12\x17\n\x0f\x65xecution_count\x18\x05 \x01(\x04\x12:\n\x0finference_stats\x18\x06 \x01(\x0b\x32!.sda_serve.oip.v2.InferStatistics\"Q\n\x17ModelStatisticsResponse\x12\x36\n\x0bmodel_stats\x18\x01 \x03(\x0b\x32!.sda_serve.oip.v2.ModelStatistics*\xfa\x01\n\x08\x44\x61taType\x12\x10\n\x0cTYPE_INVALID\x10\x00\x12\r\n\tTYPE_BOOL\x10\x01\x12\x0e\n\nTYPE_UINT8\x10\x02\x12\x0f\n\x0bTYPE_UINT16\x10\x03\x12\x0f\n\x0bTYPE_UINT32\x10\x04\x12\x0f\n\x0bTYPE_UINT64\x10\x05\x12\r\n\tTYPE_INT8\x10\x06\x12\x0e\n\nTYPE_INT16\x10\x07\x12\x0e\n\nTYPE_INT32\x10\x08\x12\x0e\n\nTYPE_INT64\x10\t\x12\r\n\tTYPE_FP16\x10\n\x12\r\n\tTYPE_FP32\x10\x0b\x12\r\n\tTYPE_FP64\x10\x0c\x12\x0f\n\x0bTYPE_STRING\x10\r\x12\r\n\tTYPE_BF16\x10\x0e\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "oip_v2_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'oip_v2_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY"]._loaded_options = None
-    _globals["_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY"]._serialized_options = b"8\001"
-    _globals["_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY"]._loaded_options = None
-    _globals["_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY"]._serialized_options = b"8\001"
-    _globals["_MODELINFERREQUEST_PARAMETERSENTRY"]._loaded_options = None
-    _globals["_MODELINFERREQUEST_PARAMETERSENTRY"]._serialized_options = b"8\001"
-    _globals["_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY"]._loaded_options = None
-    _globals["_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY"]._serialized_options = b"8\001"
-    _globals["_MODELINFERRESPONSE_PARAMETERSENTRY"]._loaded_options = None
-    _globals["_MODELINFERRESPONSE_PARAMETERSENTRY"]._serialized_options = b"8\001"
-    _globals["_SERVERLIVEREQUEST"]._serialized_start = 34
-    _globals["_SERVERLIVEREQUEST"]._serialized_end = 53
-    _globals["_SERVERLIVERESPONSE"]._serialized_start = 55
-    _globals["_SERVERLIVERESPONSE"]._serialized_end = 89
-    _globals["_SERVERREADYREQUEST"]._serialized_start = 91
-    _globals["_SERVERREADYREQUEST"]._serialized_end = 111
-    _globals["_SERVERREADYRESPONSE"]._serialized_start = 113
-    _globals["_SERVERREADYRESPONSE"]._serialized_end = 149
-    _globals["_MODELREADYREQUEST"]._serialized_start = 151
-    _globals["_MODELREADYREQUEST"]._serialized_end = 201
-    _globals["_MODELREADYRESPONSE"]._serialized_start = 203
-    _globals["_MODELREADYRESPONSE"]._serialized_end = 238
-    _globals["_SERVERMETADATAREQUEST"]._serialized_start = 240
-    _globals["_SERVERMETADATAREQUEST"]._serialized_end = 263
-    _globals["_SERVERMETADATARESPONSE"]._serialized_start = 265
-    _globals["_SERVERMETADATARESPONSE"]._serialized_end = 340
-    _globals["_MODELMETADATAREQUEST"]._serialized_start = 342
-    _globals["_MODELMETADATAREQUEST"]._serialized_end = 395
-    _globals["_MODELMETADATARESPONSE"]._serialized_start = 398
-    _globals["_MODELMETADATARESPONSE"]._serialized_end = 681
-    _globals["_MODELMETADATARESPONSE_TENSORMETADATA"]._serialized_start = 618
-    _globals["_MODELMETADATARESPONSE_TENSORMETADATA"]._serialized_end = 681
-    _globals["_INFERPARAMETER"]._serialized_start = 684
-    _globals["_INFERPARAMETER"]._serialized_end = 837
-    _globals["_INFERTENSORCONTENTS"]._serialized_start = 840
-    _globals["_INFERTENSORCONTENTS"]._serialized_end = 1048
-    _globals["_MODELINFERREQUEST"]._serialized_start = 1051
-    _globals["_MODELINFERREQUEST"]._serialized_end = 1992
-    _globals["_MODELINFERREQUEST_INFERINPUTTENSOR"]._serialized_start = 1380
-    _globals["_MODELINFERREQUEST_INFERINPUTTENSOR"]._serialized_end = 1677
-    _globals["_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY"]._serialized_start = 1594
-    _globals["_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY"]._serialized_end = 1677
-    _globals["_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR"]._serialized_start = 1680
-    _globals["_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR"]._serialized_end = 1907
-    _globals["_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY"]._serialized_start = 1594
-    _globals["_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY"]._serialized_end = 1677
-    _globals["_MODELINFERREQUEST_PARAMETERSENTRY"]._serialized_start = 1594
-    _globals["_MODELINFERREQUEST_PARAMETERSENTRY"]._serialized_end = 1677
-    _globals["_MODELINFERRESPONSE"]._serialized_start = 1995
-    _globals["_MODELINFERRESPONSE"]._serialized_end = 2634
-    _globals["_MODELINFERRESPONSE_INFEROUTPUTTENSOR"]._serialized_start = 2249
-    _globals["_MODELINFERRESPONSE_INFEROUTPUTTENSOR"]._serialized_end = 2549
-    _globals["_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY"]._serialized_start = 1594
-    _globals["_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY"]._serialized_end = 1677
-    _globals["_MODELINFERRESPONSE_PARAMETERSENTRY"]._serialized_start = 1594
-    _globals["_MODELINFERRESPONSE_PARAMETERSENTRY"]._serialized_end = 1677
-    _globals["_REPOSITORYINDEXREQUEST"]._serialized_start = 2636
-    _globals["_REPOSITORYINDEXREQUEST"]._serialized_end = 2700
-    _globals["_REPOSITORYINDEXRESPONSE"]._serialized_start = 2703
-    _globals["_REPOSITORYINDEXRESPONSE"]._serialized_end = 2874
-    _globals["_REPOSITORYINDEXRESPONSE_MODELINDEX"]._serialized_start = 2800
-    _globals["_REPOSITORYINDEXRESPONSE_MODELINDEX"]._serialized_end = 2874
+  DESCRIPTOR._loaded_options = None
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELINFERREQUEST_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELINFERREQUEST_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELCONFIG_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_DATATYPE']._serialized_start=5455
+  _globals['_DATATYPE']._serialized_end=5705
+  _globals['_SERVERLIVEREQUEST']._serialized_start=34
+  _globals['_SERVERLIVEREQUEST']._serialized_end=53
+  _globals['_SERVERLIVERESPONSE']._serialized_start=55
+  _globals['_SERVERLIVERESPONSE']._serialized_end=89
+  _globals['_SERVERREADYREQUEST']._serialized_start=91
+  _globals['_SERVERREADYREQUEST']._serialized_end=111
+  _globals['_SERVERREADYRESPONSE']._serialized_start=113
+  _globals['_SERVERREADYRESPONSE']._serialized_end=149
+  _globals['_MODELREADYREQUEST']._serialized_start=151
+  _globals['_MODELREADYREQUEST']._serialized_end=201
+  _globals['_MODELREADYRESPONSE']._serialized_start=203
+  _globals['_MODELREADYRESPONSE']._serialized_end=238
+  _globals['_SERVERMETADATAREQUEST']._serialized_start=240
+  _globals['_SERVERMETADATAREQUEST']._serialized_end=263
+  _globals['_SERVERMETADATARESPONSE']._serialized_start=265
+  _globals['_SERVERMETADATARESPONSE']._serialized_end=340
+  _globals['_MODELMETADATAREQUEST']._serialized_start=342
+  _globals['_MODELMETADATAREQUEST']._serialized_end=395
+  _globals['_MODELMETADATARESPONSE']._serialized_start=398
+  _globals['_MODELMETADATARESPONSE']._serialized_end=681
+  _globals['_MODELMETADATARESPONSE_TENSORMETADATA']._serialized_start=618
+  _globals['_MODELMETADATARESPONSE_TENSORMETADATA']._serialized_end=681
+  _globals['_INFERPARAMETER']._serialized_start=684
+  _globals['_INFERPARAMETER']._serialized_end=837
+  _globals['_INFERTENSORCONTENTS']._serialized_start=840
+  _globals['_INFERTENSORCONTENTS']._serialized_end=1048
+  _globals['_MODELINFERREQUEST']._serialized_start=1051
+  _globals['_MODELINFERREQUEST']._serialized_end=1992
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR']._serialized_start=1380
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR']._serialized_end=1677
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY']._serialized_start=1594
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY']._serialized_end=1677
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR']._serialized_start=1680
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR']._serialized_end=1907
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY']._serialized_start=1594
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY']._serialized_end=1677
+  _globals['_MODELINFERREQUEST_PARAMETERSENTRY']._serialized_start=1594
+  _globals['_MODELINFERREQUEST_PARAMETERSENTRY']._serialized_end=1677
+  _globals['_MODELINFERRESPONSE']._serialized_start=1995
+  _globals['_MODELINFERRESPONSE']._serialized_end=2634
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR']._serialized_start=2249
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR']._serialized_end=2549
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY']._serialized_start=1594
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY']._serialized_end=1677
+  _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._serialized_start=1594
+  _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._serialized_end=1677
+  _globals['_REPOSITORYINDEXREQUEST']._serialized_start=2636
+  _globals['_REPOSITORYINDEXREQUEST']._serialized_end=2700
+  _globals['_REPOSITORYINDEXRESPONSE']._serialized_start=2703
+  _globals['_REPOSITORYINDEXRESPONSE']._serialized_end=2874
+  _globals['_REPOSITORYINDEXRESPONSE_MODELINDEX']._serialized_start=2800
+  _globals['_REPOSITORYINDEXRESPONSE_MODELINDEX']._serialized_end=2874
+  _globals['_MODELCONFIGREQUEST']._serialized_start=2876
+  _globals['_MODELCONFIGREQUEST']._serialized_end=2927
+  _globals['_MODELCONFIGRESPONSE']._serialized_start=2929
+  _globals['_MODELCONFIGRESPONSE']._serialized_end=2997
+  _globals['_MODELTENSORRESHAPE']._serialized_start=2999
+  _globals['_MODELTENSORRESHAPE']._serialized_end=3034
+  _globals['_MODELINPUT']._serialized_start=3037
+  _globals['_MODELINPUT']._serialized_end=3311
+  _globals['_MODELINPUT_FORMAT']._serialized_start=3252
+  _globals['_MODELINPUT_FORMAT']._serialized_end=3311
+  _globals['_MODELOUTPUT']._serialized_start=3314
+  _globals['_MODELOUTPUT']._serialized_end=3481
+  _globals['_MODELVERSIONPOLICY']._serialized_start=3484
+  _globals['_MODELVERSIONPOLICY']._serialized_end=3777
+  _globals['_MODELVERSIONPOLICY_LATEST']._serialized_start=3693
+  _globals['_MODELVERSIONPOLICY_LATEST']._serialized_end=3723
+  _globals['_MODELVERSIONPOLICY_ALL']._serialized_start=3725
+  _globals['_MODELVERSIONPOLICY_ALL']._serialized_end=3730
+  _globals['_MODELVERSIONPOLICY_SPECIFIC']._serialized_start=3732
+  _globals['_MODELVERSIONPOLICY_SPECIFIC']._serialized_end=3760
+  _globals['_MODELDYNAMICBATCHING']._serialized_start=3779
+  _globals['_MODELDYNAMICBATCHING']._serialized_end=3869
+  _globals['_MODELINSTANCEGROUP']._serialized_start=3872
+  _globals['_MODELINSTANCEGROUP']._serialized_end=4045
+  _globals['_MODELINSTANCEGROUP_KIND']._serialized_start=3980
+  _globals['_MODELINSTANCEGROUP_KIND']._serialized_end=4045
+  _globals['_MODELPARAMETER']._serialized_start=4047
+  _globals['_MODELPARAMETER']._serialized_end=4085
+  _globals['_MODELCONFIG']._serialized_start=4088
+  _globals['_MODELCONFIG']._serialized_end=4608
+  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_start=4525
+  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_end=4608
+  _globals['_MODELSTATISTICSREQUEST']._serialized_start=4610
+  _globals['_MODELSTATISTICSREQUEST']._serialized_end=4665
+  _globals['_STATISTICDURATION']._serialized_start=4667
+  _globals['_STATISTICDURATION']._serialized_end=4713
+  _globals['_INFERSTATISTICS']._serialized_start=4716
+  _globals['_INFERSTATISTICS']._serialized_end=5184
+  _globals['_MODELSTATISTICS']._serialized_start=5187
+  _globals['_MODELSTATISTICS']._serialized_end=5369
+  _globals['_MODELSTATISTICSRESPONSE']._serialized_start=5371
+  _globals['_MODELSTATISTICSRESPONSE']._serialized_end=5452
 # @@protoc_insertion_point(module_scope)
