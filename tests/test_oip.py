@@ -6,6 +6,7 @@ against ONNX Runtime sessions on the same graphs and against /classify on the sa
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import signal
 import subprocess
@@ -227,6 +228,19 @@ def test_errors_decode_in_tritonclient(oip, video):
         ):
             response = raw.post("/v2/models/tiny-sda/infer", json={"inputs": [{**frames, "data": data}]})
             assert response.status_code == 400 and message in response.json()["error"], response.text
+        # a compressed body is limited by its inflated size (max_upload_bytes + 1 MiB of header)
+        bomb = gzip.compress(b"\0" * (102 * 1024 * 1024), compresslevel=1)
+        response = raw.post("/v2/models/tiny-sda/infer", content=bomb, headers={"content-encoding": "gzip"})
+        assert response.status_code == 413 and "too large" in response.json()["error"], response.text
+        small = gzip.compress(
+            json.dumps({"inputs": [{**frames, "data": [0] * (8 * SIZE * SIZE * 3)}]}).encode()
+        )
+        response = raw.post(
+            "/v2/models/tiny-sda-8f/infer", content=small, headers={"content-encoding": "gzip"}
+        )
+        assert response.status_code == 200 and response.json()["outputs"][0]["shape"] == [1, 3], response.text
+        response = raw.post("/v2/models/tiny-sda/infer", content=small, headers={"content-encoding": "br"})
+        assert response.status_code == 415 and "content encoding" in response.json()["error"]
         wrong_method = raw.put("/v2/models/tiny-sda/infer")
         assert wrong_method.status_code == 405 and set(wrong_method.json()) == {"error"}
         bad_bytes = {"inputs": [{"name": "video", "datatype": "BYTES", "shape": [1], "data": [10**12]}]}

@@ -44,6 +44,12 @@ class OIPRequestError(ServiceError):
     status_code = 400
 
 
+class UnsupportedEncodingError(ServiceError):
+    """A ``Content-Encoding`` other than identity, gzip or deflate (415, as HTTP says)."""
+
+    status_code = 415
+
+
 class NotSupportedError(ServiceError):
     """An OIP/Triton operation this server does not offer (repository load/unload, ...)."""
 

@@ -19,7 +19,13 @@ from service.deps import Pipeline, ReadyEngine
 from service.engine import Engine
 from service.oip import infer as oip_infer
 from service.oip import models as oip_models
-from service.oip.errors import NotSupportedError, OIPRequestError, OIPRoute, documented
+from service.oip.errors import (
+    NotSupportedError,
+    OIPRequestError,
+    OIPRoute,
+    UnsupportedEncodingError,
+    documented,
+)
 from service.oip.tensors import HEADER_LENGTH, binary_outputs, encode_rest, parse_rest
 from service.pipeline import ClassifyPipeline
 from service.routes.auth import require_api_key
@@ -175,7 +181,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
         raise _too_large(limit)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip", "deflate"):
-        raise NotSupportedError(f"unsupported content encoding {encoding!r} (identity, gzip or deflate)")
+        raise UnsupportedEncodingError(
+            f"unsupported content encoding {encoding!r} (identity, gzip or deflate)"
+        )
     inflate = None if encoding == "identity" else zlib.decompressobj(wbits=47 if encoding == "gzip" else 15)
     chunks, size = [], 0
     async for chunk in request.stream():
