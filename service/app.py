@@ -97,8 +97,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         app.state.pipeline = ClassifyPipeline(engine, app.state.decode_pool)
+        grpc_server = None
         try:
             await asyncio.to_thread(engine.load)
+            if settings.grpc_port is not None:  # OIP gRPC on the same loop, engine and pipeline
+                grpc_server = await oip_grpc.start(
+                    app.state, VERSION, settings.grpc_host, settings.grpc_port, settings.max_upload_bytes
+                )
         except StartupError as error:
             message = f"sda-serve cannot start: {error}"
             log.critical(message)
@@ -112,11 +117,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ", ".join(engine.model_names),
             engine.active_providers,
         )
-        grpc_server = None
-        if settings.grpc_port is not None:  # OIP gRPC on the same loop, engine and pipeline
-            grpc_server = await oip_grpc.start(
-                app.state, VERSION, settings.grpc_host, settings.grpc_port, settings.max_upload_bytes
-            )
         try:
             yield
         finally:

@@ -9,6 +9,7 @@ import base64
 import gzip
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from clips import encode_clip
-from conftest import LABELS, SIZE, Server, free_port, start_server
+from conftest import LABELS, ROOT, SIZE, Server, free_port, server_command, server_env, start_server
 from tritonclient.utils import InferenceServerException
 
 TOL = 1e-6
@@ -426,3 +427,20 @@ def test_sigterm_drain_makes_grpc_and_v2_unready_then_exits(tsn_only_repo, tmp_p
         assert "Traceback" not in server.log()
     finally:
         server.stop()
+
+
+def test_a_grpc_port_in_use_stops_the_start_with_a_message(tsn_only_repo):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            server_command(tsn_only_repo, free_port()),
+            env=server_env(grpc_port=port),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+    assert done.returncode == 3, done.stderr
+    assert f"sda-serve cannot start: cannot listen for OIP gRPC on 127.0.0.1:{port}" in done.stderr

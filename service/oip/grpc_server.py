@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 from google.protobuf import json_format
 
-from service.engine import Engine
+from service.engine import Engine, StartupError
 from service.errors import NotReadyError, ServiceError, http_status
 from service.metrics import Metrics
 from service.oip import infer as oip_infer
@@ -284,8 +284,12 @@ async def start(state: Any, version: str, host: str, port: int, max_message_byte
     )
     server.add_generic_rpc_handlers((generic_handler(OIPServicer(state, version)),))
     address = f"{host}:{port}"
-    if server.add_insecure_port(address) == 0:
-        raise RuntimeError(f"cannot listen for gRPC on {address}")
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise StartupError(f"cannot listen for OIP gRPC on {address}: {error}") from error
+    if bound == 0:
+        raise StartupError(f"cannot listen for OIP gRPC on {address}")
     await server.start()
     log.info("OIP gRPC on %s", address)
     return server
