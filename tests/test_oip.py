@@ -350,6 +350,12 @@ async def main(url, model):
         response = await client.infer(url, InferRequest(model, infer_inputs=[data]), model_name=model)
         probs = next(o for o in response.outputs if o.name == "probs")
         out[f"probs_binary_{binary}"] = probs.as_numpy().tolist()
+    video = InferInput("video", [1], "BYTES")
+    video.set_data_from_numpy(np.array([open(sys.argv[3], "rb").read()], dtype=object), binary_data=True)
+    response = await client.infer(
+        url, InferRequest(model, infer_inputs=[video], parameters={"clips": 2, "crops": 3}), model_name=model
+    )
+    out["video_probs"] = next(o for o in response.outputs if o.name == "probs").as_numpy().tolist()
     try:
         await client.infer(url, InferRequest("nope", infer_inputs=[data]), model_name="nope")
     except Exception as error:
@@ -361,10 +367,11 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
-def test_kserve_rest_client(oip, model_repo):
+def test_kserve_rest_client(oip, model_repo, video, tmp_path):
     server, _ = oip
+    (tmp_path / "clip.mp4").write_bytes(video)
     done = subprocess.run(
-        [sys.executable, "-c", KSERVE_SCRIPT, server.url, "tiny-sda"],
+        [sys.executable, "-c", KSERVE_SCRIPT, server.url, "tiny-sda", str(tmp_path / "clip.mp4")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -380,6 +387,14 @@ def test_kserve_rest_client(oip, model_repo):
             np.array(out[f"probs_binary_{binary}"]), expected["probs"], atol=TOL, rtol=0
         )
     assert "unknown model 'nope'" in out["error"]
+    with server.client() as client:
+        classified = client.post(
+            "/classify",
+            params={"model": "tiny-sda", "clips": 2, "crops": 3, "top_k": 3},
+            files={"file": ("clip.mp4", video, "video/mp4")},
+        ).json()
+    for prediction in classified["predictions"]:
+        assert abs(out["video_probs"][0][prediction["index"]] - prediction["score"]) <= TOL
 
 
 def test_unknown_model_over_raw_http_is_an_error_body(oip):
