@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint lock serve-env dev-env browser bench clean
+.PHONY: run test lint lock proto promtool serve-env dev-env browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,15 @@ dev-env: $(BIN)/python
 browser:
 	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
+# tests/test_oip_metrics.py lints /metrics with promtool (Debian's prometheus package).
+promtool:
+	command -v promtool >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)
+
 run: serve-env
 	$(BIN)/python -m service --host $(HOST) --port $(PORT) --models models
 
 # Lint, the import contracts (pyproject [tool.importlinter]), types, then every test.
-test: dev-env browser
+test: dev-env browser promtool
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
@@ -42,6 +46,11 @@ test: dev-env browser
 lock: dev-env
 	$(BIN)/uv pip compile pyproject.toml --extra serve --python-version 3.12 \
 		--python-platform x86_64-manylinux_2_28 --no-header --quiet -o requirements/serve.lock
+
+# The OIP gRPC messages (service/oip/proto/oip_v2_pb2.py[i]) are generated and committed.
+proto: dev-env
+	$(BIN)/python -m grpc_tools.protoc -I service/oip/proto --python_out=service/oip/proto \
+		--pyi_out=service/oip/proto service/oip/proto/oip_v2.proto
 
 lint: dev-env
 	$(BIN)/ruff check .

@@ -73,6 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="print errors only (for scripts)")
     parser.add_argument("--model-name", help="model id in the repository: writes OUT/ID/VERSION/")
     parser.add_argument("--version", default="1", help="model version folder (with --model-name)")
+    parser.add_argument(
+        "--triton",
+        type=Path,
+        metavar="DIR",
+        help="also write a Triton model repository: DIR/<name>-<T>f/ (config.pbtxt, labels.txt, "
+        "VERSION/model.onnx)",
+    )
+    parser.add_argument(
+        "--triton-max-batch-size", type=int, default=8, help="max_batch_size of the Triton models"
+    )
     parser.add_argument("--training-data", default=None, help="what the model was trained on (metadata)")
     args = parser.parse_args(argv)
     if args.default_frames is not None and args.default_frames not in args.frames:
@@ -138,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for path in written:
         say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if args.triton:
+        from export.triton import write_triton_repository
+
+        version = str(args.version) if str(args.version).isdigit() else "1"
+        for model_dir in write_triton_repository(
+            written, args.triton, version=version, max_batch_size=args.triton_max_batch_size,
+            name=args.model_name,
+        ):  # fmt: skip
+            say(f"wrote Triton model {model_dir}")
     say(f"done in {time.perf_counter() - started:.1f}s")
     return 0
 

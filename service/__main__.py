@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, help="OIP gRPC port (overrides SDA_GRPC_PORT; off: unset)")
     parser.add_argument("--models", help="model repository (overrides SDA_MODELS_DIR)")
     parser.add_argument("--log-level", help="overrides SDA_LOG_LEVEL")
     args = parser.parse_args(argv)
@@ -87,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides["models_dir"] = args.models
     if args.log_level:
         overrides["log_level"] = args.log_level
+    if args.grpc_port is not None:
+        overrides["grpc_port"] = args.grpc_port
+    if "SDA_GRPC_HOST" not in os.environ:
+        overrides["grpc_host"] = args.host  # gRPC listens where HTTP does
     try:
         settings = Settings(**overrides)
     except ValidationError as error:

@@ -22,6 +22,9 @@ from service.core.config import Settings
 from service.engine import Engine, StartupError
 from service.errors import install_exception_handlers
 from service.metrics import Metrics
+from service.oip import grpc_server as oip_grpc
+from service.oip import rest as oip_rest
+from service.oip.errors import install_oip_not_found
 from service.pipeline import ClassifyPipeline
 from service.routes import classify, docs, info, web
 
@@ -81,7 +84,9 @@ class RequestContextMiddleware:
         finally:
             # Labels from fixed sets only: a client choosing the method or path cannot grow /metrics.
             route = scope.get("route")
-            path = getattr(route, "path", None) or UNMATCHED_ROUTE
+            path = getattr(route, "path", None) or (
+                "static" if scope["path"].startswith(web.STATIC_PREFIX + "/") else UNMATCHED_ROUTE
+            )
             method = scope["method"] if scope["method"] in METHODS else OTHER_METHOD
             self.metrics.requests.labels(method, path, str(status["code"])).inc()
             self.metrics.request_latency.labels(path).observe(time.perf_counter() - started)
@@ -107,8 +112,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max(settings.decode_workers, settings.max_queue), thread_name_prefix="decode"
         )
         app.state.pipeline = ClassifyPipeline(engine, app.state.decode_pool)
+        grpc_server = None
         try:
             await asyncio.to_thread(engine.load)
+            if settings.grpc_port is not None:  # OIP gRPC on the same loop, engine and pipeline
+                grpc_server = await oip_grpc.start(
+                    app.state, VERSION, settings.grpc_host, settings.grpc_port, settings.max_upload_bytes
+                )
         except (StartupError, OSError) as error:  # OSError: an unreadable repository or graph
             message = f"sda-serve cannot start: {_one_line(error)}"
             app.state.startup_error = message
@@ -127,6 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             engine.ready = False
+            if grpc_server is not None:
+                await oip_grpc.stop(grpc_server)
             engine.close()
             app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -145,6 +157,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_exception_handlers(app)
     app.include_router(classify.router)
+    for router in oip_rest.routers:
+        app.include_router(router)
+    install_oip_not_found(app)  # unknown /v2/ paths answer {"error"}
     app.include_router(info.probes)
     app.include_router(info.ops)
     app.include_router(info.models)

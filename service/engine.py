@@ -28,7 +28,7 @@ from service.core.config import Settings
 from service.errors import InvalidOptionError, ModelNotFoundError
 from service.metrics import Metrics
 from service.repository import PRECISION_ORDER, GraphFile, scan, version_key
-from videocore.contract import DEPENDENCY_WEIGHTS, FP32, INPUT_NAME, PROBS, GraphMetadata
+from videocore.contract import DEPENDENCY_WEIGHTS, FP32, INPUT_NAME, LOGITS, PROBS, GraphMetadata
 
 log = logging.getLogger("sda_serve.engine")
 
@@ -171,7 +171,8 @@ def _check_graph(graph_file: GraphFile, session: ort.InferenceSession, meta: Gra
     missing = [name for name in wanted if name not in outputs]
     if missing:
         raise StartupError(f"{where}: graph lacks output(s) {missing} (has {sorted(outputs)})")
-    return wanted
+    # logits too when the graph has them (the OIP routes return them; the batcher runs them anyway)
+    return wanted + ([LOGITS] if LOGITS in outputs else [])
 
 
 class Engine:
@@ -419,6 +420,11 @@ class Engine:
             (g for g in self.graphs.values() if g.name == name and g.version == version),
             key=lambda g: (g.frames, PRECISION_ORDER[g.precision]),
         )
+
+    def served(self, name: str, version: str, frames: int) -> Graph | None:
+        """The graph a request naming no precision runs at this model, version and frame count."""
+        precision = self._default_precision.get((name, version, frames))
+        return None if precision is None else self.graphs.get((name, version, frames, precision))
 
     def default_precision(self, graph: Graph) -> str:
         """The precision a request that names none gets at this graph's model, version and frames."""

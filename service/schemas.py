@@ -61,6 +61,8 @@ class Sampled(BaseModel):
 
 
 class Timings(BaseModel):
+    upload: float = Field(0.0, description="Receiving the upload")
+    decode_wait: float = Field(0.0, description="Waiting for a free decoder thread")
     decode: float
     preprocess: float
     queue: float

@@ -94,7 +94,11 @@ def check_schema(body: dict, *, frames: int, clips: int = 1, sda: bool = True) -
     sampled = body["sampled"]
     assert len(sampled["indices"]) == len(sampled["timestamps_s"]) == clips
     assert all(len(ix) == frames for ix in sampled["indices"])
-    assert set(body["timings_ms"]) == {"decode", "preprocess", "queue", "inference", "total"}
+    stages = {"upload", "decode_wait", "decode", "preprocess", "queue", "inference"}
+    assert set(body["timings_ms"]) == {*stages, "total"}
+    # the stages cover the request: they add up to the total but for the event loop's hand-offs
+    # (typically < 1 ms; up to ~15 ms seen on a 2-core machine shared with other test runs)
+    assert 0 <= body["timings_ms"]["total"] - sum(body["timings_ms"][s] for s in stages) < 25.0
     assert all(v >= 0 for v in body["timings_ms"].values())
     assert body["timings_ms"]["total"] >= body["timings_ms"]["inference"]
 
@@ -247,7 +251,11 @@ def test_health_ready_models_and_v2(server):
         assert client.get("/v2/health/ready").json() == {"ready": True}
         v2 = client.get("/v2/models/tiny-sda").json()
         assert v2["name"] == "tiny-sda" and v2["versions"] == ["1"] and v2["platform"] == "onnxruntime_onnx"
-        assert v2["inputs"] == [{"name": "frames", "datatype": "UINT8", "shape": [-1, -1, 64, 64, 3]}]
+        # the plain name is the graph at the default frame count; tiny-sda-16f is the other one
+        assert v2["inputs"] == [
+            {"name": "frames", "datatype": "UINT8", "shape": [-1, 8, 64, 64, 3]},
+            {"name": "video", "datatype": "BYTES", "shape": [-1]},
+        ]
         outputs = {o["name"]: o for o in v2["outputs"]}
         assert outputs["probs"] == {"name": "probs", "datatype": "FP32", "shape": [-1, 3]}
         assert outputs["dependency_weights"]["shape"] == [-1, 16, 4]
@@ -255,7 +263,7 @@ def test_health_ready_models_and_v2(server):
         assert tsn["inputs"][0]["shape"] == [-1, 8, 64, 64, 3]
         assert "dependency_weights" not in {o["name"] for o in tsn["outputs"]}
         missing = client.get("/v2/models/nope")
-        assert missing.status_code == 404 and "tiny-sda" in missing.json()["detail"]
+        assert missing.status_code == 404 and "tiny-sda" in missing.json()["error"]
 
         openapi = client.get("/openapi.json").json()
         assert "/classify" in openapi["paths"]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from clips import encode_clip
-from conftest import ROOT
+from conftest import ROOT, start_server
 
 from service.client import Client, ServiceError
 
@@ -41,3 +45,72 @@ def test_cli_prints_top_k_and_the_weight_table(server, clip_dir):
     assert all(len(r) == 5 for r in rows)
     failed = subprocess.run([*command, "--frames", "7"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert failed.returncode == 1 and "HTTP 422" in failed.stderr and "frames" in failed.stderr
+
+
+def test_cli_version_thumbnails_and_oip(server, clip_dir, tmp_path):
+    video = encode_clip(clip_dir / "cli-oip.mp4", frames=20)
+    command = [sys.executable, "-m", "service.client", str(video), "--url", server.url, "--version", "1"]
+    done = subprocess.run([*command, "--thumbnails", str(tmp_path / "thumbs"), "--clips", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "thumbnails: 16 jpeg" in done.stdout and len(list((tmp_path / "thumbs").glob("*.jpg"))) == 16
+    missing = subprocess.run([*command[:-1], "7"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "HTTP 404" in missing.stderr and "has no version '7'" in missing.stderr
+
+    oip = subprocess.run(
+        [*command, "--oip", "--top-k", "3", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert oip.returncode == 0, oip.stderr
+    result = json.loads(oip.stdout)
+    with Client(server.url) as client:
+        classified = client.classify(video, top_k=3)
+    assert result["model_name"] == "tiny-sda" and [p["index"] for p in result["predictions"]] == [
+        p["index"] for p in classified["predictions"]
+    ]
+    assert all(
+        abs(a["score"] - b["score"]) < 1e-5
+        for a, b in zip(result["predictions"], classified["predictions"], strict=True)
+    )
+    assert result["dependency_weights"]["shape"] == [1, 16, 4]
+    text = subprocess.run(
+        [*command, "--oip", "--model", "tiny-tsn"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert text.returncode == 0 and "model tiny-tsn v1 (OIP)" in text.stdout, text.stderr
+
+
+def test_client_retries_a_503_after_its_retry_after(tsn_only_repo, tmp_path):
+    clip = encode_clip(tmp_path / "clip.mp4", frames=16).read_bytes()
+    server = start_server(tsn_only_repo, tmp_path / "server.log", max_queue=1)
+
+    def slow_body():
+        yield clip[:500]
+        time.sleep(2.0)
+        yield clip[500:]
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            holder = pool.submit(
+                lambda: httpx.post(
+                    f"{server.url}/classify",
+                    content=slow_body(),
+                    headers={"content-type": "video/mp4"},
+                    timeout=60,
+                )
+            )
+            deadline = time.monotonic() + 20
+            while httpx.get(f"{server.url}/health").json()["in_flight"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            waits: list[float] = []
+
+            def sleep(seconds: float) -> None:  # honour the wait, but only until the slot is free
+                waits.append(seconds)
+                holder.result(60)
+
+            with Client(server.url, retries=2, sleep=sleep) as client:
+                result = client.classify(clip)
+            assert result["model"]["name"] == "tiny-tsn"
+            assert waits == [30.0]  # nothing had finished yet: Retry-After is the bound
+            with Client(server.url, retries=0) as client:
+                assert client.classify(clip)["predictions"]
+    finally:
+        server.stop()

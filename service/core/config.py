@@ -131,6 +131,15 @@ class Settings(BaseSettings):
         description="On SIGTERM: answer new requests 503 + Retry-After, keep listening until every "
         "admitted request is answered or this many seconds pass, then shut down (0: no drain)",
     )
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Also serve the Open Inference Protocol over gRPC on this port (off: unset)",
+    )
+    grpc_host: str = Field(
+        "127.0.0.1", description="Address the gRPC server listens on (python -m service: --host)"
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     api_key: SecretStr | None = Field(None, description="When set, model routes need 'Authorization: Bearer'")
     protect_ops: bool = Field(

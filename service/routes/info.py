@@ -1,4 +1,4 @@
-"""Probes, model metadata, Prometheus metrics, and the KServe Open Inference Protocol v2 subset."""
+"""Probes, model metadata and Prometheus metrics (the Open Inference Protocol routes: service/oip)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ from service.schemas import (
     ModelsResponse,
     ReadyResponse,
     Responses,
-    V2ModelMetadata,
 )
-from videocore.contract import INPUT_NAME
 
 NOT_READY: Responses = {503: {"model": ErrorBody, "description": "not ready"}}
 UNKNOWN_MODEL: Responses = {404: {"model": ErrorBody, "description": "unknown model or version"}}
@@ -152,71 +150,6 @@ async def list_models(engine: ReadyEngine) -> dict[str, object]:
     }
 
 
-# --- KServe Open Inference Protocol v2 (health and model metadata) ---------------------------------
-@probes.get("/v2/health/live", summary="OIP v2 liveness")
-async def v2_live() -> dict[str, bool]:
-    return {"live": True}
-
-
-@probes.get("/v2/health/ready", responses=NOT_READY, summary="OIP v2 readiness")
-async def v2_ready(engine: ReadyEngine) -> dict[str, bool]:
-    return {"ready": True}
-
-
-@probes.get("/v2", summary="OIP v2 server metadata")
-async def v2_server(request: Request) -> dict[str, object]:
-    return {"name": "sda-serve", "version": request.app.version, "extensions": []}
-
-
-def _v2_metadata(engine: Engine, name: str, version: str | None) -> dict[str, object]:
-    name, resolved = engine.lookup(name, version)
-    versions = engine.versions(name)
-    graphs = engine.graphs_of(name, resolved)
-    frame_counts = {g.frames for g in graphs}
-    sample = graphs[0]
-    frames_dim = sample.frames if len(frame_counts) == 1 else -1
-    size = sample.meta.input_size
-    outputs = sample.describe_outputs()
-    return {
-        "name": name,
-        "versions": versions if version is None else [version],
-        "platform": "onnxruntime_onnx",
-        "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, frames_dim, size, size, 3]}],
-        "outputs": outputs,
-    }
-
-
-@models.get(
-    "/v2/models/{name}",
-    response_model=V2ModelMetadata,
-    responses=UNKNOWN_MODEL,
-    summary="OIP v2 model metadata",
-)
-async def v2_model(name: str, engine: ReadyEngine) -> dict[str, object]:
-    return _v2_metadata(engine, name, None)
-
-
-@models.get(
-    "/v2/models/{name}/versions/{version}",
-    response_model=V2ModelMetadata,
-    responses=UNKNOWN_MODEL,
-    summary="OIP v2 model metadata",
-)
-async def v2_model_version(name: str, version: str, engine: ReadyEngine) -> dict[str, object]:
-    return _v2_metadata(engine, name, version)
-
-
-@models.get("/v2/models/{name}/ready", responses=UNKNOWN_MODEL, summary="OIP v2 model readiness")
-async def v2_model_ready(name: str, engine: ReadyEngine) -> dict[str, object]:
-    engine.lookup(name, None)
-    return {"name": name, "ready": True}
-
-
 # Load balancers and uptime checkers probe with HEAD: the same answers, no body, not in the schema.
-for _path, _probe in (
-    ("/health", health),
-    ("/ready", ready),
-    ("/v2/health/live", v2_live),
-    ("/v2/health/ready", v2_ready),
-):
+for _path, _probe in (("/health", health), ("/ready", ready)):
     probes.add_api_route(_path, _probe, methods=["HEAD"], include_in_schema=False)
