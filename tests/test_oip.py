@@ -23,6 +23,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from attack import black_h264
 from clips import encode_clip
 from conftest import LABELS, ROOT, SIZE, Server, free_port, server_command, server_env, start_server
 from tritonclient.utils import InferenceServerException
@@ -404,19 +405,16 @@ def test_unknown_model_over_raw_http_is_an_error_body(oip):
 
 
 def test_sigterm_drain_makes_grpc_and_v2_unready_then_exits(tsn_only_repo, tmp_path):
-    clip = encode_clip(tmp_path / "clip.mp4", frames=16).read_bytes()
+    # admitted = body complete and decoding (a slow upload holds no slot): a one-keyframe 1080p clip
+    # takes about a second to decode
+    long_decode = black_h264(tmp_path / "long.mp4", 1920, 1080, 600)
     grpc_port = free_port()
     server = start_server(tsn_only_repo, tmp_path / "server.log", grpc_port=grpc_port)
-
-    def slow_body():
-        yield clip[:500]
-        time.sleep(2.0)  # still uploading when SIGTERM arrives
-        yield clip[500:]
 
     def admitted_request() -> int:
         with httpx.Client(base_url=server.url, timeout=60.0) as client:
             return client.post(
-                "/classify", content=slow_body(), headers={"content-type": "video/mp4"}
+                "/classify", content=long_decode, headers={"content-type": "video/mp4"}
             ).status_code
 
     try:
