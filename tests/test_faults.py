@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,21 +17,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 from clips import encode_clip
-from conftest import ROOT, free_port, server_command, server_env, start_server
 from onnx import TensorProto, helper
 
 from service.batching import DynamicBatcher
-
-
-def start_and_wait_for_exit(models: Path, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        server_command(models, free_port()),
-        cwd=ROOT,
-        env=server_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
+from service.testing import run_to_exit, start_server
 
 
 def wrong_signature_graph(like: Path, target: Path) -> None:
@@ -69,7 +57,7 @@ def test_broken_repository_exits_non_zero_with_the_reason(fault, tsn_only_repo: 
         graph.write_bytes(real.read_bytes()[: real.stat().st_size // 2])
     elif fault == "wrong-signature":
         wrong_signature_graph(real, graph)
-    result = start_and_wait_for_exit(repo)
+    result = run_to_exit(repo)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "sda-serve cannot start" in output and expected in output, output
