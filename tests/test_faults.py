@@ -96,6 +96,11 @@ def test_sigterm_drains_answers_every_admitted_request_then_exits_cleanly(
             assert late.status_code == 503 and "shutting down" in late.json()["detail"], late.text
             assert int(late.headers["retry-after"]) > 0
             assert httpx.get(f"{server.url}/ready").status_code == 503
+            # every readiness and model route says "not ready"; liveness and /health stay up
+            for path in ("/v2/health/ready", "/models", "/v2/models/tiny-tsn", "/v2/models/tiny-tsn/ready"):
+                assert httpx.get(f"{server.url}{path}").status_code == 503, path
+            assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+            assert httpx.get(f"{server.url}/health").json()["ready"] is False
             statuses = [f.result(timeout=60) for f in futures]
         assert statuses == [200] * in_flight, server.log()
         assert server.process.wait(30) == 0, server.log()
