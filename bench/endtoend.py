@@ -1,5 +1,6 @@
 """End-to-end section: real uvicorn servers on 127.0.0.1 (ours: ``python -m service``; the naive
-baseline: ``python -m bench.naive``), driven by an asyncio httpx client at several concurrencies;
+baseline: ``python -m bench.naive``; both started by ``service.testing``, the tests' harness), driven
+by an asyncio httpx client at several concurrencies;
 latency percentiles and clips/s, the service's own stage timings, memory (RSS) and a py-spy profile."""
 
 from __future__ import annotations
@@ -7,26 +8,18 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from bench.graphs import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from service.testing import ServerProcess, server_env, start_process
 
 
 def rss_mb(pid: int) -> float:
@@ -37,59 +30,18 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-@dataclass
-class Server:
-    name: str
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-def start(name: str, command: list[str], env: dict[str, str], ready_path: str, log_path: Path) -> Server:
-    port = free_port()
-    command = [*command, "--port", str(port)]
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    server = Server(name, f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(server.url + ready_path, timeout=2.0).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"{name} not ready after 300 s:\n{log_path.read_text()}")
-
-
-def start_ours(models: Path, log_path: Path) -> Server:
+def start_ours(models: Path, log_path: Path) -> ServerProcess:
     """The service as ``make run`` starts it (default settings), on the CPU provider."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SDA_")}
-    env.update({"SDA_PROVIDERS": "CPUExecutionProvider", "SDA_LOG_LEVEL": "warning"})
+    env = server_env(providers="CPUExecutionProvider", log_level="warning")
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--models", str(models)]
-    return start("ours", command, env, "/ready", log_path)
+    return start_process("ours", command, env=env, log_path=log_path, ready_path="/ready", timeout_s=300)
 
 
-def start_naive(graph: Path, log_path: Path) -> Server:
-    env = dict(os.environ)
+def start_naive(graph: Path, log_path: Path) -> ServerProcess:
     command = [sys.executable, "-m", "bench.naive", str(graph), "--host", "127.0.0.1"]
-    return start("naive", command, env, "/health", log_path)
+    return start_process(
+        "naive", command, env=dict(os.environ), log_path=log_path, ready_path="/health", timeout_s=300
+    )
 
 
 async def _load(url: str, video: bytes, concurrency: int, requests: int, params: dict) -> dict[str, object]:

@@ -34,12 +34,15 @@ import av
 import httpx
 import numpy as np
 
+from service.testing import ServerProcess as Server
+from service.testing import start_server
+
 if __package__:  # python -m tests.attack
     from tests.clips import encode_clip
-    from tests.conftest import ROOT, Server, start_server
+    from tests.conftest import ROOT
 else:  # imported by pytest (tests/ on sys.path)
     from clips import encode_clip
-    from conftest import ROOT, Server, start_server
+    from conftest import ROOT
 
 MODELS = ROOT / "models"  # the embedded default model: starts in seconds
 

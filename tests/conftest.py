@@ -1,23 +1,19 @@
-"""Service test fixtures: a model repository of tiny exported graphs, real uvicorn servers on
-127.0.0.1 (``python -m service`` in a subprocess), and real clips encoded with PyAV."""
+"""Service test fixtures: a model repository of tiny exported graphs, real clips encoded with PyAV,
+and the two tiers of servers from ``service.testing``: ``app`` (the application with its lifespan,
+called in-process through httpx's ASGI transport) for routes, validation and responses; ``server``
+(``python -m service`` in a subprocess on 127.0.0.1) for what needs a real process or socket."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from service.repository import latest_version_dir
+from service.testing import InProcessServer, ServerProcess, serve_in_process, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 # The embedded default model: whichever version is highest, as the service serves it.
@@ -28,10 +24,13 @@ SIZE = 64  # crop size of the tiny test graphs
 
 
 def _export_sources_digest() -> str:
-    """Exported graphs depend only on the model and export code: cache them per version of it."""
+    """Exported graphs depend only on the network, export and graph-contract code: cache them per
+    version of it (the trainer and the evaluators make no graph)."""
+    not_in_graphs = {"train.py", "compare.py", "average.py", "evaluate.py", "summary.py"}
+    sources = [*ROOT.glob("model/*.py"), *ROOT.glob("export/*.py"), *ROOT.glob("videocore/*.py")]
     digest = hashlib.sha256()
-    for path in sorted([*ROOT.glob("model/*.py"), *ROOT.glob("export/*.py")]):
-        digest.update(path.name.encode() + path.read_bytes())
+    for path in sorted(p for p in sources if p.name not in not_in_graphs or p.parent.name != "model"):
+        digest.update(str(path.relative_to(ROOT)).encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -87,95 +86,21 @@ def tsn_only_repo(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return repo
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60.0, **kwargs)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-def server_command(models: Path, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "service",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--models",
-        str(models),
-    ]
-
-
-def server_env(**settings: object) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SDA_")}
-    env.update(
-        {"SDA_PROVIDERS": "CPUExecutionProvider", "SDA_INTRA_OP_THREADS": "1", "SDA_LOG_LEVEL": "warning"}
-    )
-    env.update({f"SDA_{k.upper()}": str(v) for k, v in settings.items()})
-    return env
-
-
-def start_server(models: Path, log_path: Path, timeout_s: float = 180.0, **settings: object) -> Server:
-    """Start ``python -m service`` and wait until /ready answers 200 (or fail with its log)."""
-    port = free_port()
-    log_file = log_path.open("w")
-    process = subprocess.Popen(
-        server_command(models, port),
-        cwd=ROOT,
-        env=server_env(**settings),
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    log_file.close()
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/ready", timeout=2.0).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"server not ready after {timeout_s} s:\n{server.log()}")
+# Both test models, CPU provider, default limits: the settings of the main servers of both tiers.
+MAIN_SETTINGS = {"max_batch_wait_ms": 2, "decode_workers": 2, "max_queue": 16, "default_model": "tiny-sda"}
 
 
 @pytest.fixture(scope="session")
-def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The main server: both test models, CPU provider, default limits."""
-    running = start_server(
-        model_repo,
-        tmp_path_factory.mktemp("server") / "server.log",
-        max_batch_wait_ms=2,
-        decode_workers=2,
-        max_queue=16,
-        default_model="tiny-sda",
-    )
+def app(model_repo: Path) -> Iterator[InProcessServer]:
+    """The main application in-process (real engine and ONNX Runtime sessions, no socket)."""
+    with serve_in_process(model_repo, **MAIN_SETTINGS) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The main server as a real process on 127.0.0.1, for clients that need a URL."""
+    running = start_server(model_repo, tmp_path_factory.mktemp("server") / "server.log", **MAIN_SETTINGS)
     yield running
     running.stop()
 

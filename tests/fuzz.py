@@ -33,12 +33,12 @@ from pathlib import Path
 import av
 import httpx
 
+from service.testing import ROOT, start_server
+
 if __package__:  # python -m tests.fuzz
     from tests.clips import encode_clip
-    from tests.conftest import ROOT, start_server
 else:  # imported by pytest (tests/ on sys.path)
     from clips import encode_clip
-    from conftest import ROOT, start_server
 
 CONTENT_TYPES = ("video/mp4", "video/webm", "video/x-matroska", "video/quicktime", "application/octet-stream")
 

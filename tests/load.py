@@ -20,12 +20,12 @@ from pathlib import Path
 
 import httpx
 
+from service.testing import ROOT, start_server
+
 if __package__:
     from tests.clips import encode_clip
-    from tests.conftest import ROOT, start_server
 else:
     from clips import encode_clip
-    from conftest import ROOT, start_server
 
 
 @dataclass

@@ -32,7 +32,10 @@ from attack import (
     wide_gif,
     wide_gif_bomb,
 )
-from conftest import ROOT, Server, server_env, start_server
+from conftest import ROOT
+
+from service.testing import ServerProcess as Server
+from service.testing import server_env, start_server
 
 GRACE_S = 1.0
 DECODE_TIMEOUT_S = 6.0

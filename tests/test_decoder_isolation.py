@@ -14,7 +14,8 @@ import httpx
 import numpy as np
 import pytest
 from clips import encode_clip
-from conftest import Server, start_server
+
+from service.testing import ServerProcess, start_server
 
 DECODE_TIMEOUT_S = 0.25
 GRACE_S = 10.0
@@ -53,14 +54,14 @@ def isolated(tsn_only_repo: Path, tmp_path_factory: pytest.TempPathFactory):
     server.stop()
 
 
-def post(server: Server, data: bytes) -> tuple[int, str, float]:
+def post(server: ServerProcess, data: bytes) -> tuple[int, str, float]:
     started = time.perf_counter()
     with httpx.Client(base_url=server.url, timeout=60.0) as client:
         response = client.post("/classify", content=data, headers={"content-type": "video/mp4"})
     return response.status_code, response.text, time.perf_counter() - started
 
 
-def test_slow_decode_is_cut_at_the_timeout_while_others_are_served(isolated: Server, tmp_path: Path):
+def test_slow_decode_is_cut_at_the_timeout_while_others_are_served(isolated: ServerProcess, tmp_path: Path):
     slow = slow_to_decode(tmp_path / "slow.mp4")
     good = encode_clip(tmp_path / "good.mp4", frames=16).read_bytes()
     with ThreadPoolExecutor(4) as pool:

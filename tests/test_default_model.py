@@ -1,4 +1,5 @@
-"""The embedded default model, served by the README's command, classifies fresh synthetic clips."""
+"""The embedded default model, served as the README's command serves it (here in-process: the
+application with its lifespan, called through httpx's ASGI transport), classifies fresh synthetic clips."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from collections.abc import Iterator
 import numpy as np
 import onnx
 import pytest
-from conftest import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, ROOT, Server, start_server
+from conftest import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, ROOT
 
 from model.data.synthetic import SYNTHETIC_LABELS, render_clip
 from model.evaluate import encode_mp4
+from service.testing import InProcessServer, serve_in_process
 from videocore.contract import GraphMetadata
 
 MODELS = ROOT / "models"
@@ -41,16 +43,16 @@ def test_default_model_is_committed_and_self_describing() -> None:
 
 
 @pytest.fixture(scope="module")
-def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(MODELS, tmp_path_factory.mktemp("default") / "server.log")
-    yield server
-    server.stop()
+def default_server() -> Iterator[InProcessServer]:
+    """The repository ``make run`` serves, with the service's default settings (in-process)."""
+    with serve_in_process(MODELS) as server:
+        yield server
 
 
 # None: the request names no frame count, as the README's curl example; the model's default (16) runs.
 @pytest.mark.parametrize(("asked", "frames"), [(8, 8), (None, 16)])
 def test_fresh_synthetic_clips_are_classified_over_http(
-    default_server: Server, asked: int | None, frames: int
+    default_server: InProcessServer, asked: int | None, frames: int
 ) -> None:
     params = {} if asked is None else {"frames": asked}
     correct, answers = 0, []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,21 +18,10 @@ import onnxruntime as ort
 import pytest
 from attack import black_h264
 from clips import encode_clip
-from conftest import ROOT, free_port, server_command, server_env, start_server
 from onnx import TensorProto, helper
 
 from service.batching import DynamicBatcher
-
-
-def start_and_wait_for_exit(models: Path, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        server_command(models, free_port()),
-        cwd=ROOT,
-        env=server_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
+from service.testing import run_to_exit, start_server
 
 
 def wrong_signature_graph(like: Path, target: Path) -> None:
@@ -70,7 +58,7 @@ def test_broken_repository_exits_non_zero_with_the_reason(fault, tsn_only_repo: 
         graph.write_bytes(real.read_bytes()[: real.stat().st_size // 2])
     elif fault == "wrong-signature":
         wrong_signature_graph(real, graph)
-    result = start_and_wait_for_exit(repo)
+    result = run_to_exit(repo)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "sda-serve cannot start" in output and expected in output, output
@@ -120,6 +108,11 @@ def test_sigterm_drains_answers_every_admitted_request_then_exits_cleanly(
             assert int(late.headers["retry-after"]) > 0
             ready = httpx.get(f"{server.url}/ready")
             assert ready.status_code == 503 and int(ready.headers["retry-after"]) > 0
+            # every readiness and model route says "not ready"; liveness and /health stay up
+            for path in ("/v2/health/ready", "/models", "/v2/models/tiny-tsn", "/v2/models/tiny-tsn/ready"):
+                assert httpx.get(f"{server.url}{path}").status_code == 503, path
+            assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+            assert httpx.get(f"{server.url}/health").json()["ready"] is False
             statuses = [f.result(timeout=60) for f in futures]
             unfinished = [f.result(timeout=10) for f in uploads]
         assert statuses == [200] * in_flight, server.log()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import fuzz
 import pytest
-from conftest import Server, start_server
 
+from service.testing import InProcessServer, ServerProcess, start_server
 from service.thumbnails import thumbnail_size
 
 CI_INPUTS = 600
@@ -35,9 +35,9 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return fuzz.make_seeds(tmp_path_factory.mktemp("fuzz-seeds"))
 
 
-def test_every_seed_is_a_real_video_the_service_classifies(fuzz_server: Server, seeds):
+def test_every_seed_is_a_real_video_the_service_classifies(app: InProcessServer, seeds):
     """The mutations start from files the service accepts (else the fuzzer only tests rejection)."""
-    with fuzz_server.client() as client:
+    with app.client() as client:
         for name, data in seeds.items():
             response = client.post("/classify", content=data, headers={"content-type": "video/mp4"})
             if name == "no-frames.mp4":
@@ -57,7 +57,7 @@ def test_the_mutations_change_their_inputs(seeds):
         assert mine and changed >= 0.9 * len(mine), (mutation, changed, len(mine))
 
 
-def test_mutated_videos_never_get_a_5xx(fuzz_server: Server, seeds):
+def test_mutated_videos_never_get_a_5xx(fuzz_server: ServerProcess, seeds):
     inputs = fuzz.generate(seeds, CI_INPUTS, rng_seed=7)
     report = asyncio.run(
         fuzz.run_fuzz(fuzz_server.url, inputs, seeds["h264.mp4"], decode_timeout_s=DECODE_TIMEOUT_S)
@@ -69,13 +69,13 @@ def test_mutated_videos_never_get_a_5xx(fuzz_server: Server, seeds):
     assert report.statuses[200] > 0 and report.statuses[415] + report.statuses[422] > CI_INPUTS // 4
 
 
-def test_a_65535_pixel_wide_video_is_refused_by_its_aspect_ratio(fuzz_server: Server, seeds):
+def test_a_65535_pixel_wide_video_is_refused_by_its_aspect_ratio(app: InProcessServer, seeds):
     """Found by the fuzzer: 65535x48 is legal under max_pixels but too wide for a JPEG (was a 500),
     and resized to the model's short side it is a frame hundreds of thousands of pixels wide
     (issue #21: +4 GB). It is now a 422 before anything is decoded (max_aspect_ratio); a server
     that raises that limit still gets thumbnails no wider than a JPEG allows."""
     wide = fuzz._patch_after(seeds["gif.gif"], b"GIF89a", 6, "<H", 65535)
-    with fuzz_server.client() as client:
+    with app.client() as client:
         response = client.post(
             "/classify",
             params={"thumbnails": "true"},

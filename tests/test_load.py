@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import load
 from clips import encode_clip
-from conftest import start_server
+
+from service.testing import start_server
 
 MAX_QUEUE = 4
 

@@ -25,8 +25,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from attack import black_h264
 from clips import encode_clip
-from conftest import LABELS, ROOT, SIZE, Server, free_port, server_command, server_env, start_server
+from conftest import LABELS, ROOT, SIZE
 from tritonclient.utils import InferenceServerException
+
+from service.testing import ServerProcess as Server
+from service.testing import free_port, server_command, server_env, start_server
 
 TOL = 1e-6
 

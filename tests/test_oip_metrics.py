@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from clips import encode_clip
-from conftest import SIZE, start_server
+from conftest import SIZE
 
 from service.retry import MAX_RETRY_AFTER_S, DrainRate
+from service.testing import start_server
 
 
 def test_metrics_have_a_histogram_per_stage_and_pass_promtool(server, tmp_path):

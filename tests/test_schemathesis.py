@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import start_server
+
+from service.testing import start_server
 
 KEY = "schema-key"
 

@@ -1,5 +1,6 @@
 """Security: the upload limit holds on disk while streaming, temporary files are always removed,
-model= and version= never reach the filesystem, CORS is off unless configured."""
+model= and version= never reach the filesystem, CORS is off unless configured. The disk and socket
+checks run against a real process (``python -m service``); the name checks in-process (``app``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 from clips import random_bytes
-from conftest import Server, start_server
+
+from service.testing import InProcessServer, start_server
 
 LIMIT = 8 * 1024 * 1024  # above the 4 MiB spool threshold: uploads this large go to disk
 CHUNK_SLACK = 1024 * 1024  # "limit + a chunk": the ASGI server hands over at most 64 KiB at a time
@@ -131,21 +133,21 @@ def test_client_disconnecting_mid_upload_leaves_nothing(tmp_server):
         {"model": "tiny-tsn\x00"},
     ],
 )
-def test_model_and_version_are_names_not_paths(server: Server, params):
-    with server.client() as client:
+def test_model_and_version_are_names_not_paths(app: InProcessServer, params):
+    with app.client() as client:
         response = client.post("/classify", params=params, files={"file": ("a.mp4", b"x", "video/mp4")})
     assert response.status_code == 404, response.text
     assert "unknown model" in response.json()["detail"] or "has no version" in response.json()["detail"]
 
 
 @pytest.mark.parametrize("path", ["/v2/models/..%2Ftiny-tsn", "/v2/models/tiny-tsn/versions/..%2F1"])
-def test_v2_model_paths_are_names_not_paths(server: Server, path):
-    with server.client() as client:
+def test_v2_model_paths_are_names_not_paths(app: InProcessServer, path):
+    with app.client() as client:
         assert client.get(path).status_code == 404
 
 
-def test_cors_is_off_unless_configured(server: Server):
-    with server.client() as client:
+def test_cors_is_off_unless_configured(app: InProcessServer):
+    with app.client() as client:
         preflight = client.options(
             "/classify", headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
         )

@@ -1,4 +1,5 @@
-"""End to end through a real uvicorn: real clips in many containers, real ONNX Runtime sessions.
+"""Classify through the application in-process (``app``: real lifespan, real ONNX Runtime sessions,
+real decode pool; httpx's ASGI transport instead of a socket): real clips in many containers.
 
 The reference for "is the answer right" is the same exported graph run directly with ONNX Runtime
 on frames decoded by ``videocore.decode`` and sampled by ``videocore.sampling``: it checks the whole
@@ -15,8 +16,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 from clips import encode_clip
-from conftest import start_server
 
+from service.testing import serve_in_process
 from videocore.contract import GraphMetadata
 from videocore.decode import VideoLimits, probe_and_decode
 from videocore.sampling import sample_segment_indices
@@ -104,9 +105,9 @@ def check_schema(body: dict, *, frames: int, clips: int = 1, sda: bool = True) -
 
 
 @pytest.mark.parametrize("name", list(CLIPS))
-def test_every_container_answers_200_with_the_schema(server, clip, name):
+def test_every_container_answers_200_with_the_schema(app, clip, name):
     _, codec, width, height, frames, rotation = CLIPS[name]
-    with server.client() as client:
+    with app.client() as client:
         response = classify(client, clip(name))
     assert response.status_code == 200, response.text
     body = response.json()
@@ -162,9 +163,9 @@ def reference(
     ("model", "frames", "clips", "crops"),
     [("tiny-sda", 8, 1, 1), ("tiny-sda", 16, 2, 3), ("tiny-sda", 8, 3, 1), ("tiny-tsn", 8, 1, 3)],
 )
-def test_predictions_match_the_graph_run_directly(server, model_repo, clip, model, frames, clips, crops):
+def test_predictions_match_the_graph_run_directly(app, model_repo, clip, model, frames, clips, crops):
     video = clip("h264.mp4")
-    with server.client() as client:
+    with app.client() as client:
         response = classify(client, video, model=model, frames=frames, clips=clips, crops=crops, top_k=3)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -194,27 +195,27 @@ def test_predictions_match_the_graph_run_directly(server, model_repo, clip, mode
 
 
 @pytest.mark.parametrize("content_type", ["video/mp4", "application/octet-stream"])
-def test_raw_body_upload_equals_multipart(server, clip, content_type):
+def test_raw_body_upload_equals_multipart(app, clip, content_type):
     video = clip("h264.mp4")
-    with server.client() as client:
+    with app.client() as client:
         raw = client.post("/classify", content=video.read_bytes(), headers={"content-type": content_type})
         multipart = classify(client, video)
     assert raw.status_code == 200, raw.text
     assert raw.json()["predictions"] == multipart.json()["predictions"]
 
 
-def test_top_k_limits_the_predictions(server, clip):
-    with server.client() as client:
+def test_top_k_limits_the_predictions(app, clip):
+    with app.client() as client:
         body = classify(client, clip("h264.mp4"), top_k=1).json()
     assert len(body["predictions"]) == 1
 
 
-def test_concurrent_requests_all_answer_correctly(server, clip):
+def test_concurrent_requests_all_answer_correctly(app, clip):
     """Requests racing through the batcher each get their own rows back."""
     from concurrent.futures import ThreadPoolExecutor
 
     videos = [clip("h264.mp4"), clip("vp9.webm"), clip("mpeg4.avi"), clip("one-frame.mp4")] * 2
-    with server.client() as client:
+    with app.client() as client:
         expected = {v: classify(client, v).json()["predictions"] for v in set(videos)}
         with ThreadPoolExecutor(len(videos)) as pool:
             responses = list(pool.map(lambda v: classify(client, v), videos))
@@ -227,8 +228,8 @@ def test_concurrent_requests_all_answer_correctly(server, clip):
         )
 
 
-def test_health_ready_models_and_v2(server):
-    with server.client() as client:
+def test_health_ready_models_and_v2(app):
+    with app.client() as client:
         health = client.get("/health").json()
         assert health["status"] == "ok" and health["ready"] is True
         assert health["provider"] == "CPUExecutionProvider"
@@ -271,8 +272,8 @@ def test_health_ready_models_and_v2(server):
         assert client.get("/docs").status_code == 200
 
 
-def test_metrics_count_requests_stages_and_batches(server, clip):
-    with server.client() as client:
+def test_metrics_count_requests_stages_and_batches(app, clip):
+    with app.client() as client:
         assert classify(client, clip("h264.mp4")).status_code == 200
         assert client.post("/classify", params={"frames": 7}, content=b"x").status_code == 422
         text = client.get("/metrics").text
@@ -293,7 +294,7 @@ def name_default_frames(graph: Path, frames: int) -> None:
     onnx.save(proto, str(graph))
 
 
-def test_a_request_without_frames_gets_the_models_default_frame_count(model_repo, clip, tmp_path):
+def test_a_request_without_frames_gets_the_models_default_frame_count(model_repo, clip, tmp_path, caplog):
     repo = tmp_path / "models"
     shutil.copytree(model_repo / "tiny-sda", repo / "tiny-sda")
     for graph in (repo / "tiny-sda" / "1").glob("model-*f.onnx"):
@@ -301,35 +302,32 @@ def test_a_request_without_frames_gets_the_models_default_frame_count(model_repo
     # A model whose named default frame count was not exported (or was deleted): the smallest one.
     shutil.copytree(model_repo / "tiny-tsn", repo / "tiny-tsn")
     name_default_frames(repo / "tiny-tsn" / "1" / "model-8f.onnx", 16)
-    server = start_server(repo, tmp_path / "server.log", default_model="tiny-sda")
-    try:
-        with server.client() as client:
-            by_name = {m["name"]: m for m in client.get("/models").json()["models"]}
-            assert by_name["tiny-sda"]["default_frames"] == 16
-            assert by_name["tiny-tsn"]["default_frames"] == 8
-            unnamed = classify(client, clip("h264.mp4"))
-            named = classify(client, clip("h264.mp4"), frames=8)
-            tsn = classify(client, clip("h264.mp4"), model="tiny-tsn")
-    finally:
-        server.stop()
+    caplog.set_level("WARNING", logger="sda_serve")
+    with serve_in_process(repo, default_model="tiny-sda") as server, server.client() as client:
+        by_name = {m["name"]: m for m in client.get("/models").json()["models"]}
+        assert by_name["tiny-sda"]["default_frames"] == 16
+        assert by_name["tiny-tsn"]["default_frames"] == 8
+        unnamed = classify(client, clip("h264.mp4"))
+        named = classify(client, clip("h264.mp4"), frames=8)
+        tsn = classify(client, clip("h264.mp4"), model="tiny-tsn")
     assert unnamed.status_code == named.status_code == tsn.status_code == 200
     check_schema(unnamed.json(), frames=16)
     assert unnamed.json()["sampled"]["indices"] == [sample_segment_indices(30, 16, "test")]
     check_schema(named.json(), frames=8)
     check_schema(tsn.json(), frames=8, sda=False)
-    assert "tiny-tsn v1: its graphs name default frame count(s) [16] but only [8] are served" in server.log()
+    assert "tiny-tsn v1: its graphs name default frame count(s) [16] but only [8] are served" in caplog.text
 
     # The operator's SDA_DEFAULT_FRAMES wins for every model that has that graph.
-    server = start_server(repo, tmp_path / "server-8.log", default_model="tiny-sda", default_frames=8)
-    try:
-        with server.client() as client:
-            assert {m["name"]: m["default_frames"] for m in client.get("/models").json()["models"]} == {
-                "tiny-sda": 8,
-                "tiny-tsn": 8,
-            }
-            overridden = classify(client, clip("h264.mp4"))
-    finally:
-        server.stop()
+    caplog.clear()
+    with (
+        serve_in_process(repo, default_model="tiny-sda", default_frames=8) as server,
+        server.client() as client,
+    ):
+        assert {m["name"]: m["default_frames"] for m in client.get("/models").json()["models"]} == {
+            "tiny-sda": 8,
+            "tiny-tsn": 8,
+        }
+        overridden = classify(client, clip("h264.mp4"))
     assert overridden.status_code == 200
     check_schema(overridden.json(), frames=8)
-    assert "tiny-sda v1: its graphs name" not in server.log()  # overriding a default is not a warning
+    assert "tiny-sda v1: its graphs name" not in caplog.text  # overriding a default is not a warning

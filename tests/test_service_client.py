@@ -11,9 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from clips import encode_clip
-from conftest import ROOT, start_server
+from conftest import ROOT
 
 from service.client import Client, ServiceError
+from service.testing import start_server
 
 
 def test_client_classify_and_errors(server, clip_dir):

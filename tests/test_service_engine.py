@@ -4,18 +4,17 @@ CUDA->CPU fallback (this machine has no GPU), require_gpu, settings."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import ROOT, free_port, server_command, server_env, start_server
 
 from service.batching import DynamicBatcher
 from service.core.config import Settings
 from service.engine import CPU, CUDA, StartupError, cuda_libraries_found, resolve_providers
 from service.repository import RepositoryError, latest_version_dir
+from service.testing import run_to_exit, serve_in_process
 
 
 @pytest.fixture(scope="module")
@@ -110,46 +109,32 @@ def test_settings_from_environment(monkeypatch, tmp_path):
         Settings()
 
 
-def test_silent_cuda_fallback_is_detected_and_reported(tsn_only_repo, tmp_path, clip_dir):
+def test_silent_cuda_fallback_is_detected_and_reported(tsn_only_repo, clip_dir, caplog):
     if any(p != CPU for p in _session_providers(tsn_only_repo)):
         pytest.skip("this machine really runs CUDA: no fallback to detect")
     from clips import encode_clip
 
-    server = start_server(tsn_only_repo, tmp_path / "server.log", providers=CUDA)
-    try:
-        with server.client() as client:
-            health = client.get("/health").json()
-            assert health["provider"] == CPU
-            assert health["providers"]["requested"] == [CUDA, CPU]
-            assert health["providers"]["active"] == [CPU]
-            assert health["providers"]["fallback"] is True
-            graph = client.get("/models").json()["models"][0]["graphs"][0]
-            assert graph["fallback"] is True and graph["providers"] == [CPU]
-            video = encode_clip(clip_dir / "fallback.mp4", frames=10)
-            body = client.post("/classify", files={"file": video.read_bytes()}).json()
-            assert body["model"]["provider"] == CPU
-            assert 'sda_provider_fallback{model="tiny-tsn",provider="CPUExecutionProvider"} 1.0' in (
-                client.get("/metrics").text
-            )
-        assert "runs it on ['CPUExecutionProvider']" in server.log()
-    finally:
-        server.stop()
+    caplog.set_level("WARNING", logger="sda_serve")
+    with serve_in_process(tsn_only_repo, providers=CUDA) as server, server.client() as client:
+        health = client.get("/health").json()
+        assert health["provider"] == CPU
+        assert health["providers"]["requested"] == [CUDA, CPU]
+        assert health["providers"]["active"] == [CPU]
+        assert health["providers"]["fallback"] is True
+        graph = client.get("/models").json()["models"][0]["graphs"][0]
+        assert graph["fallback"] is True and graph["providers"] == [CPU]
+        video = encode_clip(clip_dir / "fallback.mp4", frames=10)
+        body = client.post("/classify", files={"file": video.read_bytes()}).json()
+        assert body["model"]["provider"] == CPU
+        assert 'sda_provider_fallback{model="tiny-tsn",provider="CPUExecutionProvider"} 1.0' in (
+            client.get("/metrics").text
+        )
+    assert "runs it on ['CPUExecutionProvider']" in caplog.text
 
 
 def _session_providers(repo: Path) -> list[str]:
     graph = next(repo.glob("*/*/model-*f.onnx"))
     return ort.InferenceSession(str(graph), providers=[CUDA, CPU]).get_providers()
-
-
-def run_to_exit(models: Path, **settings) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        server_command(models, free_port()),
-        cwd=ROOT,
-        env=server_env(**settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_require_gpu_without_a_gpu_exits_non_zero_with_a_message(tsn_only_repo):

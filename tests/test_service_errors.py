@@ -1,4 +1,5 @@
-"""Bad inputs get the right 4xx with a JSON ``detail`` that says what was wrong; never a 500."""
+"""Bad inputs get the right 4xx with a JSON ``detail`` that says what was wrong; never a 500.
+In-process (``app``): status codes and messages need no socket."""
 
 from __future__ import annotations
 
@@ -58,26 +59,26 @@ def expect(response, status: int, *words: str) -> str:
         ("headless", 415, ["truncated"]),
     ],
 )
-def test_files_that_are_not_good_videos(server, bad_files, name, status, words):
-    with server.client() as client:
+def test_files_that_are_not_good_videos(app, bad_files, name, status, words):
+    with app.client() as client:
         expect(post_file(client, bad_files[name]), status, *words)
 
 
-def test_empty_bodies(server):
-    with server.client() as client:
+def test_empty_bodies(app):
+    with app.client() as client:
         expect(client.post("/classify", content=b"", headers={"content-type": "video/mp4"}), 422, "empty")
         expect(client.post("/classify"), 422, "empty")
         empty = client.post("/classify", files={"file": ("empty.mp4", b"", "video/mp4")})
         expect(empty, 422, "empty")
 
 
-def test_wrong_multipart_field_name(server, bad_files):
-    with server.client() as client:
+def test_wrong_multipart_field_name(app, bad_files):
+    with app.client() as client:
         expect(post_file(client, bad_files["good"], field="video"), 422, "'file'", "'video'")
 
 
-def test_unsupported_content_type(server, bad_files):
-    with server.client() as client:
+def test_unsupported_content_type(app, bad_files):
+    with app.client() as client:
         response = client.post(
             "/classify", content=bad_files["good"].read_bytes(), headers={"content-type": "application/json"}
         )
@@ -99,13 +100,13 @@ def test_unsupported_content_type(server, bad_files):
         ({"model": "tiny-sda", "version": "9"}, 404, ["version"]),
     ],
 )
-def test_invalid_options(server, bad_files, params, status, words):
-    with server.client() as client:
+def test_invalid_options(app, bad_files, params, status, words):
+    with app.client() as client:
         expect(post_file(client, bad_files["good"], **params), status, *words)
 
 
-def test_no_error_was_a_500_and_the_server_is_still_healthy(server, bad_files):
-    with server.client() as client:
+def test_no_error_was_a_500_and_the_server_is_still_healthy(app, bad_files):
+    with app.client() as client:
         for path in bad_files.values():
             assert post_file(client, path).status_code < 500
         assert client.get("/health").json()["status"] == "ok"

@@ -1,19 +1,20 @@
-"""A second real server with tiny limits: upload size (413 while streaming), overload (503 +
-Retry-After), API key (401) and CORS."""
+"""A second application with tiny limits, in-process: upload size (413, also while a body without
+Content-Length streams in), overload (503 + Retry-After), API key (401) and CORS. The 413 on a real
+socket, with the spool file watched on disk, is in test_security.py."""
 
 from __future__ import annotations
 
-import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlparse
 
 import httpx
 import pytest
 from attack import black_h264
 from clips import encode_clip
-from conftest import Server, start_server
+
+from service.testing import InProcessServer, serve_in_process
 
 LIMIT = 40_000
 KEY = "s3cret-key"
@@ -21,17 +22,11 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
-def limited(tsn_only_repo: Path, tmp_path_factory: pytest.TempPathFactory):
-    server = start_server(
-        tsn_only_repo,
-        tmp_path_factory.mktemp("limited") / "server.log",
-        max_upload_bytes=LIMIT,
-        max_queue=1,
-        api_key=KEY,
-        cors_origins="http://app.example",
-    )
-    yield server
-    server.stop()
+def limited(tsn_only_repo: Path):
+    with serve_in_process(
+        tsn_only_repo, max_upload_bytes=LIMIT, max_queue=1, api_key=KEY, cors_origins="http://app.example"
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +36,8 @@ def small_clip(clip_dir: Path) -> Path:
     return path
 
 
-def post(server: Server, path: Path, headers=AUTH, **params) -> httpx.Response:
-    with httpx.Client(base_url=server.url, timeout=60.0) as client, path.open("rb") as f:
+def post(server: InProcessServer, path: Path, headers=AUTH, **params) -> httpx.Response:
+    with server.client() as client, path.open("rb") as f:
         return client.post(
             "/classify", params=params, headers=headers, files={"file": (path.name, f, "video/mp4")}
         )
@@ -58,7 +53,7 @@ def test_declared_too_large_upload_is_413(limited, clip_dir):
     big = clip_dir / "big.bin"
     big.write_bytes(b"\0" * (LIMIT + 1))
     for headers in ({"content-type": "video/mp4"}, {"content-type": "application/octet-stream"}):
-        with httpx.Client(base_url=limited.url, timeout=60.0) as client:
+        with limited.client() as client:
             response = client.post("/classify", content=big.read_bytes(), headers={**AUTH, **headers})
         assert response.status_code == 413, response.text
         assert f"{LIMIT}" in response.json()["detail"]
@@ -68,24 +63,26 @@ def test_declared_too_large_upload_is_413(limited, clip_dir):
 
 def test_streamed_upload_is_cut_off_while_reading(limited):
     """A chunked body with no Content-Length: the 413 comes back before the body is even finished."""
-    url = urlparse(limited.url)
-    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
-        sock.sendall(
-            b"POST /classify HTTP/1.1\r\nHost: test\r\nContent-Type: video/mp4\r\n"
-            + f"Authorization: Bearer {KEY}\r\n".encode()
-            + b"Transfer-Encoding: chunked\r\n\r\n"
+    answered = threading.Event()
+    body_finished_first: list[bool] = []
+    chunk = b"\0" * 8192
+
+    def endless_body():
+        for _ in range(LIMIT // len(chunk) + 2):  # just past the limit
+            yield chunk
+        # The rest is sent only after the answer; a server that waits for the whole body gets it 30 s on.
+        body_finished_first.append(not answered.wait(30))
+        yield chunk
+
+    with limited.client() as client:
+        response = client.post(
+            "/classify", content=endless_body(), headers={**AUTH, "content-type": "video/mp4"}
         )
-        chunk = b"\0" * 8192
-        for _ in range(LIMIT // len(chunk) + 2):  # just past the limit; the final 0-chunk is never sent
-            sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-        sock.settimeout(30)
-        reply = b""
-        while b"\r\n\r\n" not in reply:
-            data = sock.recv(4096)
-            if not data:
-                break
-            reply += data
-    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    answered.set()
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413, response.text
+    assert True not in body_finished_first
+    assert f"{LIMIT}" in response.json()["detail"]
 
 
 def test_overload_gives_503_with_retry_after_and_the_server_survives(limited, small_clip, clip_dir):
@@ -100,7 +97,7 @@ def test_overload_gives_503_with_retry_after_and_the_server_survives(limited, sm
         yield data[1000:]
 
     def slow_request() -> httpx.Response:
-        with httpx.Client(base_url=limited.url, timeout=60.0) as client:
+        with limited.client() as client:
             return client.post(
                 "/classify", content=slow_body(), headers={**AUTH, "content-type": "video/mp4"}
             )
@@ -113,7 +110,7 @@ def test_overload_gives_503_with_retry_after_and_the_server_survives(limited, sm
 
     bomb = clip_dir / "long-decode.mp4"  # ~25 KB, one keyframe: about a second to decode
     bomb.write_bytes(black_h264(bomb, 1920, 1080, 600))
-    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=limited.url, timeout=30.0) as client:
+    with ThreadPoolExecutor(1) as pool, limited.client() as client:
         busy = pool.submit(post, limited, bomb)
         deadline = time.monotonic() + 10
         while client.get("/health").json()["in_flight"] < 1 and time.monotonic() < deadline:
@@ -124,7 +121,7 @@ def test_overload_gives_503_with_retry_after_and_the_server_survives(limited, sm
         assert response.status_code == 503, response.text
         assert int(response.headers["retry-after"]) >= 1
         assert "overloaded" in response.json()["detail"]
-    with httpx.Client(base_url=limited.url, timeout=30.0) as client:
+    with limited.client() as client:
         health = client.get("/health").json()
         assert health["status"] == "ok" and health["in_flight"] == 0
         assert "sda_requests_rejected_total 3.0" in client.get("/metrics").text
@@ -137,7 +134,7 @@ def test_api_key(limited, small_clip):
     assert missing.headers["www-authenticate"] == "Bearer"
     wrong = post(limited, small_clip, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and "wrong API key" in wrong.json()["detail"]
-    with httpx.Client(base_url=limited.url, timeout=30.0) as client:
+    with limited.client() as client:
         assert client.get("/models").status_code == 401
         assert client.get("/models", headers=AUTH).status_code == 200
         assert client.get("/v2/models/tiny-tsn").status_code == 401
@@ -146,7 +143,7 @@ def test_api_key(limited, small_clip):
 
 
 def test_cors(limited):
-    with httpx.Client(base_url=limited.url, timeout=30.0) as client:
+    with limited.client() as client:
         preflight = client.options(
             "/classify",
             headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST"},

@@ -1,6 +1,6 @@
 """The web page at GET / in a real headless Chromium (Debian's ``chromium`` package, driven by
-Playwright; ``make test`` installs both), against real uvicorn servers; and the ``thumbnails`` option
-of POST /classify that the page shows.
+Playwright; ``make test`` installs both), against real uvicorn servers; and, in-process (``app``), the
+page's files and the ``thumbnails`` option of POST /classify that the page shows.
 
 The browser cannot be downloaded here, so Playwright is pointed at the system browser and
 ``playwright install`` is never needed.
@@ -21,10 +21,11 @@ import numpy as np
 import onnx
 import pytest
 from clips import encode_clip, read_index, write_png
-from conftest import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, Server, start_server
+from conftest import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
 
 from model.data.synthetic import render_clip
 from model.evaluate import encode_mp4
+from service.testing import InProcessServer, ServerProcess, start_server
 from videocore.contract import GraphMetadata
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -78,7 +79,7 @@ def page(browser) -> Iterator[object]:
 
 
 @pytest.fixture(scope="module")
-def default_model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def default_model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The embedded default model (12 classes, 16 SDA blocks x 4 branches), as `make run` serves it."""
     repo = tmp_path_factory.mktemp("web-models")
     shutil.copytree(DEFAULT_MODEL_DIR.parent, repo / DEFAULT_MODEL_DIR.parent.name)
@@ -103,14 +104,14 @@ def default_model_layout() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(meta.blocks), tuple(meta.branches)
 
 
-def api_answer(server: Server, path: Path, **params: object) -> dict:
+def api_answer(server: ServerProcess | InProcessServer, path: Path, **params: object) -> dict:
     with server.client() as client, path.open("rb") as f:
         response = client.post("/classify", params=params, files={"file": (path.name, f, "video/mp4")})
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def open_page(page, server: Server, model_name: str) -> None:
+def open_page(page, server: ServerProcess, model_name: str) -> None:
     page.goto(server.url + "/")
     page.wait_for_function(
         "name => document.getElementById('model-info').textContent.includes(name)", arg=model_name
@@ -131,7 +132,7 @@ def classify_in_page(page, path: Path, *, frames: int, clips: int = 1, crops: in
 
 @pytest.mark.parametrize(("frames", "clips", "crops"), [(8, 1, 1), (16, 2, 3)])
 def test_page_renders_the_answer_of_the_api_for_a_real_clip(
-    page, default_model_server: Server, synthetic_clip: Path, frames: int, clips: int, crops: int
+    page, default_model_server: ServerProcess, synthetic_clip: Path, frames: int, clips: int, crops: int
 ) -> None:
     expected = api_answer(default_model_server, synthetic_clip, frames=frames, clips=clips, crops=crops)
     blocks, branches = default_model_layout()
@@ -173,7 +174,7 @@ def test_page_renders_the_answer_of_the_api_for_a_real_clip(
 
 
 def test_heatmap_values_are_reachable_with_the_keyboard(
-    page, default_model_server: Server, synthetic_clip: Path
+    page, default_model_server: ServerProcess, synthetic_clip: Path
 ) -> None:
     expected = api_answer(default_model_server, synthetic_clip, frames=8)
     open_page(page, default_model_server, DEFAULT_MODEL_NAME)
@@ -189,7 +190,9 @@ def test_heatmap_values_are_reachable_with_the_keyboard(
     assert focused == "1,1"
 
 
-def test_a_dropped_file_is_classified(page, default_model_server: Server, synthetic_clip: Path) -> None:
+def test_a_dropped_file_is_classified(
+    page, default_model_server: ServerProcess, synthetic_clip: Path
+) -> None:
     expected = api_answer(default_model_server, synthetic_clip, frames=8)
     open_page(page, default_model_server, DEFAULT_MODEL_NAME)
     dropped = page.evaluate_handle(
@@ -209,7 +212,7 @@ def test_a_dropped_file_is_classified(page, default_model_server: Server, synthe
     assert page.locator("#top5 .bar-label").first.text_content() == expected["predictions"][0]["label"]
 
 
-def test_page_says_a_png_is_not_a_video(page, default_model_server: Server, tmp_path: Path) -> None:
+def test_page_says_a_png_is_not_a_video(page, default_model_server: ServerProcess, tmp_path: Path) -> None:
     png = write_png(tmp_path / "still.png")
     open_page(page, default_model_server, DEFAULT_MODEL_NAME)
     classify_in_page(page, png, frames=8)
@@ -221,7 +224,9 @@ def test_page_says_a_png_is_not_a_video(page, default_model_server: Server, tmp_
 
 
 @pytest.fixture(scope="module")
-def small_limit_server(tsn_only_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def small_limit_server(
+    tsn_only_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """The TSN test graph (no SDA blocks) with a 100 kB upload limit, one request in flight at most,
     and 40-pixel thumbnails."""
     server = start_server(
@@ -235,7 +240,7 @@ def small_limit_server(tsn_only_repo: Path, tmp_path_factory: pytest.TempPathFac
     server.stop()
 
 
-def test_page_says_a_file_is_too_large(page, small_limit_server: Server, tmp_path: Path) -> None:
+def test_page_says_a_file_is_too_large(page, small_limit_server: ServerProcess, tmp_path: Path) -> None:
     big = encode_clip(tmp_path / "noise.mp4", width=320, height=240, frames=24, pattern="noise")
     assert big.stat().st_size > 100_000
     open_page(page, small_limit_server, "tiny-tsn")
@@ -244,7 +249,7 @@ def test_page_says_a_file_is_too_large(page, small_limit_server: Server, tmp_pat
     assert text.startswith("Error 413:") and "too large" in text, text
 
 
-def test_page_says_the_service_is_overloaded(page, small_limit_server: Server, tmp_path: Path) -> None:
+def test_page_says_the_service_is_overloaded(page, small_limit_server: ServerProcess, tmp_path: Path) -> None:
     clip = encode_clip(tmp_path / "small.mp4", width=96, height=64, frames=24)
     open_page(page, small_limit_server, "tiny-tsn")
     # Hold the only slot: a request whose body is still arriving is in flight (admitted before reading).
@@ -268,7 +273,7 @@ def test_page_says_the_service_is_overloaded(page, small_limit_server: Server, t
 
 
 def test_page_handles_a_model_without_dependency_weights(
-    page, small_limit_server: Server, tmp_path: Path
+    page, small_limit_server: ServerProcess, tmp_path: Path
 ) -> None:
     clip = encode_clip(tmp_path / "small.mp4", width=96, height=64, frames=24)
     open_page(page, small_limit_server, "tiny-tsn")
@@ -282,8 +287,8 @@ def test_page_handles_a_model_without_dependency_weights(
     assert heights == [40] * 8  # SDA_THUMBNAIL_HEIGHT=40
 
 
-def test_index_serves_the_page_and_its_files_with_a_strict_csp(default_model_server: Server) -> None:
-    with default_model_server.client() as client:
+def test_index_serves_the_page_and_its_files_with_a_strict_csp(app: InProcessServer) -> None:
+    with app.client() as client:
         index = client.get("/")
         assert index.status_code == 200
         assert index.headers["content-type"].startswith("text/html")
@@ -312,10 +317,10 @@ def decode_jpeg(data: str) -> np.ndarray:
     ],
 )
 def test_thumbnails_are_jpegs_of_the_sampled_frames(
-    server: Server, clip_dir: Path, clip_kwargs: dict, frames: int, clips: int, size: tuple[int, int]
+    app: InProcessServer, clip_dir: Path, clip_kwargs: dict, frames: int, clips: int, size: tuple[int, int]
 ) -> None:
     path = encode_clip(clip_dir / f"thumbs-{frames}-{clips}.mp4", **clip_kwargs)
-    body = api_answer(server, path, frames=frames, clips=clips, thumbnails="true")
+    body = api_answer(app, path, frames=frames, clips=clips, thumbnails="true")
     thumbs = body["thumbnails"]
     assert thumbs["format"] == "jpeg"
     assert (thumbs["width"], thumbs["height"]) == size
@@ -328,7 +333,7 @@ def test_thumbnails_are_jpegs_of_the_sampled_frames(
             assert read_index(rgb) == index  # the very frame that was sampled, upright
 
 
-def test_thumbnails_are_absent_unless_asked_for(server: Server, clip_dir: Path) -> None:
+def test_thumbnails_are_absent_unless_asked_for(app: InProcessServer, clip_dir: Path) -> None:
     path = encode_clip(clip_dir / "no-thumbs.mp4")
-    assert "thumbnails" not in api_answer(server, path)
-    assert "thumbnails" not in api_answer(server, path, thumbnails="false")
+    assert "thumbnails" not in api_answer(app, path)
+    assert "thumbnails" not in api_answer(app, path, thumbnails="false")

@@ -14,11 +14,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from conftest import DEFAULT_MODEL_DIR, ROOT, start_server
+from conftest import DEFAULT_MODEL_DIR, ROOT
 from test_web import CHROMIUM, CHROMIUM_FLAGS, classify_in_page, open_page
 
 from model.data.synthetic import SYNTHETIC_LABELS, render_clip
 from model.evaluate import encode_mp4
+from service.testing import start_server
 
 LABEL = 0  # "Pushing something from left to right": the default model recognises it
 SEED = 4  # a clip where the moving object is easy to see
