@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
         server_header=False,  # no "server: uvicorn" for strangers to read
+        # The pure-Python HTTP parser and asyncio loop, named rather than auto-picked: the image installs
+        # neither httptools nor uvloop (requirements/serve.lock), so every environment runs what it runs.
+        http="h11",
+        loop="asyncio",
     )
     server = DrainingServer(app, config, settings.shutdown_drain_s)
     logging.getLogger("uvicorn.error").addFilter(_KnownStartupFailure(app))

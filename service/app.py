@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +27,7 @@ from service.oip import rest as oip_rest
 from service.oip.errors import install_oip_not_found
 from service.pipeline import ClassifyPipeline
 from service.routes import classify, docs, info, web
+from service.routes.auth import require_ops_key
 
 log = logging.getLogger("sda_serve")
 
@@ -161,7 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     install_oip_not_found(app)  # unknown /v2/ paths answer {"error"}
     app.include_router(info.probes)
-    app.include_router(info.ops)
+    app.include_router(info.ops, dependencies=[Depends(require_ops_key)] if settings.protect_ops else [])
     app.include_router(info.models)
     app.include_router(web.router)
     app.include_router(docs.router)

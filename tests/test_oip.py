@@ -409,8 +409,8 @@ def test_unknown_model_over_raw_http_is_an_error_body(oip):
 
 def test_sigterm_drain_makes_grpc_and_v2_unready_then_exits(tsn_only_repo, tmp_path):
     # admitted = body complete and decoding (a slow upload holds no slot): a one-keyframe 1080p clip
-    # takes about a second to decode
-    long_decode = black_h264(tmp_path / "long.mp4", 1920, 1080, 600)
+    # of 1800 frames takes seconds to decode, so the drain is still on while the checks run
+    long_decode = black_h264(tmp_path / "long.mp4", 1920, 1080, 1800)
     grpc_port = free_port()
     server = start_server(tsn_only_repo, tmp_path / "server.log", grpc_port=grpc_port)
 

@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from attack import black_h264
 from clips import encode_clip
 from conftest import SIZE
 
@@ -60,15 +61,13 @@ def test_retry_after_follows_the_measured_drain_rate(tsn_only_repo, tmp_path):
     clip = encode_clip(tmp_path / "clip.mp4", frames=16).read_bytes()
     server = start_server(tsn_only_repo, tmp_path / "server.log", max_queue=1)
 
-    def slow_body():
-        yield clip[:500]
-        time.sleep(1.5)
-        yield clip[500:]
+    # Holds the only slot while it decodes (about a second): a slow upload would hold none.
+    long_decode = black_h264(tmp_path / "long.mp4", 1920, 1080, 600)
 
     def held() -> int:
         with httpx.Client(base_url=server.url, timeout=60.0) as client:
             return client.post(
-                "/classify", content=slow_body(), headers={"content-type": "video/mp4"}
+                "/classify", content=long_decode, headers={"content-type": "video/mp4"}
             ).status_code
 
     def refused() -> httpx.Response:
@@ -101,19 +100,15 @@ def test_retry_after_follows_the_measured_drain_rate(tsn_only_repo, tmp_path):
 
 @pytest.mark.parametrize("path", ["/v2/models/tiny-tsn/infer"])
 def test_oip_overload_is_503_with_error_body(tsn_only_repo, tmp_path, path):
-    clip = encode_clip(tmp_path / "clip.mp4", frames=16).read_bytes()
     server = start_server(tsn_only_repo, tmp_path / "server.log", max_queue=1)
 
-    def slow_body():
-        yield clip[:500]
-        time.sleep(1.5)
-        yield clip[500:]
+    long_decode = black_h264(tmp_path / "long.mp4", 1920, 1080, 600)  # holds the only slot ~1 s
 
     try:
         with ThreadPoolExecutor(1) as pool:
             client = httpx.Client(base_url=server.url, timeout=60.0)
             future = pool.submit(
-                lambda: client.post("/classify", content=slow_body(), headers={"content-type": "video/mp4"})
+                lambda: client.post("/classify", content=long_decode, headers={"content-type": "video/mp4"})
             )
             deadline = time.monotonic() + 20
             while httpx.get(f"{server.url}/health").json()["in_flight"] < 1 and time.monotonic() < deadline:

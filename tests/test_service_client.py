@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from attack import black_h264
 from clips import encode_clip
 from conftest import ROOT
 
@@ -83,17 +84,14 @@ def test_client_retries_a_503_after_its_retry_after(tsn_only_repo, tmp_path):
     clip = encode_clip(tmp_path / "clip.mp4", frames=16).read_bytes()
     server = start_server(tsn_only_repo, tmp_path / "server.log", max_queue=1)
 
-    def slow_body():
-        yield clip[:500]
-        time.sleep(2.0)
-        yield clip[500:]
+    long_decode = black_h264(tmp_path / "long.mp4", 1920, 1080, 600)  # holds the only slot ~1 s
 
     try:
         with ThreadPoolExecutor(1) as pool:
             holder = pool.submit(
                 lambda: httpx.post(
                     f"{server.url}/classify",
-                    content=slow_body(),
+                    content=long_decode,
                     headers={"content-type": "video/mp4"},
                     timeout=60,
                 )

@@ -11,15 +11,16 @@ from __future__ import annotations
 import base64
 import re
 import shutil
-import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
 import numpy as np
 import onnx
 import pytest
+from attack import black_h264
 from clips import encode_clip, read_index, write_png
 from conftest import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
 
@@ -252,19 +253,19 @@ def test_page_says_a_file_is_too_large(page, small_limit_server: ServerProcess, 
 def test_page_says_the_service_is_overloaded(page, small_limit_server: ServerProcess, tmp_path: Path) -> None:
     clip = encode_clip(tmp_path / "small.mp4", width=96, height=64, frames=24)
     open_page(page, small_limit_server, "tiny-tsn")
-    # Hold the only slot: a request whose body is still arriving is in flight (admitted before reading).
-    host, port = small_limit_server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as held:
-        held.sendall(
-            b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\nContent-Length: 50000\r\n\r\n"
-            + b"\0" * 1000
+    # Hold the only slot with a long decode (a one-keyframe 1080p clip: seconds to decode, a few kB).
+    long_decode = black_h264(tmp_path / "long.mp4", 1920, 1080, 1800)
+    assert len(long_decode) < 100_000
+    with ThreadPoolExecutor(1) as pool, small_limit_server.client() as client:
+        held = pool.submit(
+            client.post, "/classify", content=long_decode, headers={"content-type": "video/mp4"}
         )
         deadline = time.monotonic() + 30
-        with small_limit_server.client() as client:
-            while client.get("/health").json()["in_flight"] < 1:
-                assert time.monotonic() < deadline, "the held request was never admitted"
-                time.sleep(0.05)
+        while client.get("/health").json()["in_flight"] < 1:
+            assert time.monotonic() < deadline, "the held request was never admitted"
+            time.sleep(0.05)
         classify_in_page(page, clip, frames=8)
+        held.result(120)
     text = page.get_by_role("alert").text_content()
     # Retry-After comes from the measured drain rate: 1..30 s
     wait = re.search(r"Try again in (\d+) s", text)
