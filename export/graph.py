@@ -30,11 +30,10 @@ from videocore.contract import DEPENDENCY_WEIGHTS, INPUT_NAME, LOGITS, PROBS, Gr
 OPSET = 18
 # Which torch.onnx exporter turns the model into a graph; "auto" tries them in this order and takes
 # the first whose graph passes the checks (checker, ORT load, parity at N=1 and N=3).
-# TorchScript first because it is measured faster and leaner (docs/export.md: SDA-TSM R50 224^2,
-# 8f and 16f, in 115 CPU-seconds and 2.5 GB, against 100 CPU-seconds and 2.1 GB for the 8f graph
-# alone with dynamo; the same ops on activations, parity ~1e-6) at no measured ORT cost. Dynamo
-# stays as the fallback because the TorchScript exporter is deprecated upstream and may one day
-# fail on a model or a torch version where dynamo works.
+# TorchScript first because it is measured faster (docs/export.md: SDA-TSM R50 224^2 takes about
+# as long for both frame counts as dynamo takes for one) with the same ops on activations, parity
+# ~1e-6 and the same ORT speed. Dynamo stays as the fallback because the TorchScript exporter is
+# deprecated upstream and may one day fail on a model or a torch version where dynamo works.
 EXPORTERS = ("torchscript", "dynamo")
 AUTO = "auto"
 PARITY_TOLERANCE = 1e-4
