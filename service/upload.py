@@ -95,7 +95,7 @@ class UploadPolicy:
     """The limits of :class:`UploadGate` (from the settings of the same names)."""
 
     max_bytes: int
-    max_uploads: int = 32
+    max_uploads: int = 128
     max_spool_bytes: int = 1024 * 1024 * 1024
     timeout_s: float = 300.0
     min_bytes_per_s: int = 16 * 1024

@@ -71,10 +71,12 @@ class Settings(BaseSettings):
         "+21 MiB with 32",
     )
     max_uploads: int = Field(
-        32,
+        128,
         ge=1,
         description="Uploads being received at once (their bodies not complete); more get 503 + "
-        "Retry-After. Separate from max_queue: a slow upload holds no decode or inference slot",
+        "Retry-After. Separate from max_queue: a slow upload holds no decode or inference slot. An "
+        "upload in progress costs a socket and its spool (bounded by max_spool_bytes), so the default "
+        "leaves room for normal clients beside dozens of slow ones until their read deadline ends them",
     )
     max_spool_bytes: int = Field(
         1024 * 1024 * 1024,
