@@ -890,21 +890,23 @@ def render_sequence(
 ) -> SyntheticSequence:
     """Clips of ``labels`` (one :func:`render_clip` each, 1.5-4 s as in training), centre-cropped to
     ``short_side`` squares and retimed to a common ``fps`` (frame ``j`` of the sequence shows the
-    clip's frame at the same time: motions keep their real speed), concatenated. A clip shorter than
-    ``min_action_s`` is re-rendered (a fresh draw of ``rng``) until it is long enough."""
+    clip's frame at the same time: motions keep their real speed), concatenated. An action shorter than
+    ``min_action_s`` is the same class performed again (further clips of that class, fresh draws of
+    ``rng``) until it lasts at least that long."""
     parts: list[np.ndarray] = []
     cuts: list[float] = []
     total = 0
     for label in labels:
-        clip = render_clip(int(label), rng, short_side=short_side)
-        while clip.length / clip.fps < min_action_s:
-            clip = render_clip(int(label), rng, short_side=short_side)
-        count = max(1, int(clip.length / clip.fps * fps))
-        picks = [min(clip.length - 1, int(j * clip.fps / fps)) for j in range(count)]
-        h, w = clip.frames.shape[1:3]
-        y, x = (h - short_side) // 2, (w - short_side) // 2
-        parts.append(clip.frames[picks, y : y + short_side, x : x + short_side])
         if total:
             cuts.append(total / fps)
-        total += count
+        action = 0
+        while action == 0 or action < min_action_s * fps:
+            clip = render_clip(int(label), rng, short_side=short_side)
+            count = max(1, int(clip.length / clip.fps * fps))
+            picks = [min(clip.length - 1, int(j * clip.fps / fps)) for j in range(count)]
+            h, w = clip.frames.shape[1:3]
+            y, x = (h - short_side) // 2, (w - short_side) // 2
+            parts.append(clip.frames[picks, y : y + short_side, x : x + short_side])
+            action += count
+        total += action
     return SyntheticSequence(np.concatenate(parts), float(fps), [int(x) for x in labels], cuts)
