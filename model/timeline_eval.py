@@ -116,7 +116,7 @@ def timeline_probs(
 
 def score(
     graph: Path, sequences: int, seed: int, *, window_s: float, stride_s: float, smooth: int,
-    min_actions: int, max_actions: int, min_action_s: float, short_side: int,
+    min_actions: int, max_actions: int, min_action_s: float, min_clip_s: float, short_side: int,
 ) -> dict[str, object]:  # fmt: skip
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     meta = GraphMetadata.from_props(session.get_modelmeta().custom_metadata_map)
@@ -154,6 +154,8 @@ def score(
         "window_s": window_s,
         "stride_s": stride_s,
         "smooth": smooth,
+        "min_action_s": min_action_s,
+        "min_clip_s": min_clip_s,
         "windows_inside_actions": inside_total,
         "window_top1": inside_hits / inside_total if inside_total else None,
         "median_boundary_error_s": statistics.median(errors) if errors else None,
@@ -176,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-actions", type=int, default=3)
     parser.add_argument("--max-actions", type=int, default=6)
     parser.add_argument("--min-action-s", type=float, default=0.0)
+    parser.add_argument("--min-clip-s", type=float, default=0.0)
     parser.add_argument("--short-side", type=int, default=96)
     a = parser.parse_args(argv)
     result = score(
         a.graph, a.sequences, a.seed, window_s=a.window_s, stride_s=a.stride_s, smooth=a.smooth,
         min_actions=a.min_actions, max_actions=a.max_actions, min_action_s=a.min_action_s,
-        short_side=a.short_side,
+        min_clip_s=a.min_clip_s, short_side=a.short_side,
     )  # fmt: skip
     json.dump(result, sys.stdout, indent=2)
     print()

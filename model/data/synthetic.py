@@ -887,12 +887,14 @@ def render_sequence(
     short_side: int = 96,
     fps: float = 15.0,
     min_action_s: float = 0.0,
+    min_clip_s: float = 0.0,
 ) -> SyntheticSequence:
     """Clips of ``labels`` (one :func:`render_clip` each, 1.5-4 s as in training), centre-cropped to
     ``short_side`` squares and retimed to a common ``fps`` (frame ``j`` of the sequence shows the
     clip's frame at the same time: motions keep their real speed), concatenated. An action shorter than
     ``min_action_s`` is the same class performed again (further clips of that class, fresh draws of
-    ``rng``) until it lasts at least that long."""
+    ``rng``) until it lasts at least that long; a clip shorter than ``min_clip_s`` (< 4) is rendered
+    again (a fresh draw) instead of being used."""
     parts: list[np.ndarray] = []
     cuts: list[float] = []
     total = 0
@@ -902,6 +904,8 @@ def render_sequence(
         action = 0
         while action == 0 or action < min_action_s * fps:
             clip = render_clip(int(label), rng, short_side=short_side)
+            while clip.length / clip.fps < min_clip_s:
+                clip = render_clip(int(label), rng, short_side=short_side)
             count = max(1, int(clip.length / clip.fps * fps))
             picks = [min(clip.length - 1, int(j * clip.fps / fps)) for j in range(count)]
             h, w = clip.frames.shape[1:3]
