@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from conftest import ROOT
 from model.data.synthetic import render_sequence
 from model.evaluate import encode_mp4
 from model.timeline_eval import boundary_errors, segment_matches, windows_inside
-from service.testing import InProcessServer, serve_in_process
+from service.testing import InProcessServer, serve_in_process, start_server
 from videocore.decode import decode_windows, probe_and_decode
 from videocore.timeline import Window, plan_windows, segments, smooth_labels, window_starts
 
@@ -166,3 +167,40 @@ def test_default_model_timeline_finds_the_actions_of_a_synthetic_sequence():
     errors = boundary_errors(seq.cuts_s, found, seq.duration_s)  # type: ignore[arg-type]
     assert statistics.median(errors) <= 0.75, errors
     assert segment_matches(seq.spans(), found) >= 2  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ a real server: the client goes away
+def _inferred(client) -> int:
+    stats = client.get("/v2/models/tiny-sda/stats").json()["model_stats"]
+    return sum(int(entry["inference_count"]) for entry in stats)
+
+
+def test_a_client_that_leaves_the_stream_stops_the_work(model_repo: Path, clip_dir: Path, tmp_path: Path):
+    video = encode_clip(
+        clip_dir / "timeline-60s.mp4", frames=720, fps=12, pattern="noise"
+    ).read_bytes()  # 60 s
+    server = start_server(
+        model_repo, tmp_path / "server.log", default_model="tiny-sda", max_batch_size=1, max_queue=1
+    )
+    try:
+        _leave_the_stream(server, clip_dir, video)
+    finally:
+        server.stop()
+
+
+def _leave_the_stream(server, clip_dir: Path, video: bytes) -> None:
+    with server.client(timeout=60) as client:
+        params = {"window_s": 0.5, "stride_s": 0.25, "frames": 8}  # 239 windows, one per batch
+        files = {"file": ("v.mp4", video, "video/mp4")}
+        with client.stream("POST", "/timeline", params=params, headers=NDJSON, files=files) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            assert json.loads(next(lines))["window"] == 0
+        time.sleep(1.0)
+        stopped = _inferred(client)
+        time.sleep(1.0)
+        print("windows inferred before the stop:", stopped)
+        assert _inferred(client) == stopped < 239
+        # the request's slot (max_queue=1) is free again
+        small = encode_clip(clip_dir / "timeline-small.mp4", frames=16, fps=12).read_bytes()
+        assert client.post("/classify", files={"file": ("s.mp4", small, "video/mp4")}).status_code == 200
