@@ -129,7 +129,7 @@ def score(
         count = int(rng.integers(min_actions, max_actions + 1))
         labels = [int(x) for x in rng.choice(NUM_CLASSES, count, replace=False)]
         seq: SyntheticSequence = render_sequence(
-            labels, rng, short_side=short_side, min_action_s=min_action_s
+            labels, rng, short_side=short_side, min_action_s=min_action_s, min_clip_s=min_clip_s
         )
         probs, windows, duration = timeline_probs(
             session, meta, encode_mp4(seq.frames, seq.fps), window_s, stride_s
