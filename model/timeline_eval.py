@@ -117,6 +117,7 @@ def timeline_probs(
 def score(
     graph: Path, sequences: int, seed: int, *, window_s: float, stride_s: float, smooth: int,
     min_actions: int, max_actions: int, min_action_s: float, min_clip_s: float, short_side: int,
+    min_score: float = 0.0,
 ) -> dict[str, object]:  # fmt: skip
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     meta = GraphMetadata.from_props(session.get_modelmeta().custom_metadata_map)
@@ -134,7 +135,9 @@ def score(
         probs, windows, duration = timeline_probs(
             session, meta, encode_mp4(seq.frames, seq.fps), window_s, stride_s
         )
-        found = segments(probs, windows, duration, smooth=smooth)
+        found = segments(
+            probs, windows, duration, smooth=smooth, min_score=min_score, min_windows=min_windows
+        )
         spans = seq.spans()
         inside = windows_inside(spans, windows)
         inside_hits += sum(int(probs[k].argmax()) == label for k, label in inside)
@@ -156,6 +159,7 @@ def score(
         "smooth": smooth,
         "min_action_s": min_action_s,
         "min_clip_s": min_clip_s,
+        "min_score": min_score,
         "windows_inside_actions": inside_total,
         "window_top1": inside_hits / inside_total if inside_total else None,
         "median_boundary_error_s": statistics.median(errors) if errors else None,
@@ -178,13 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-actions", type=int, default=3)
     parser.add_argument("--max-actions", type=int, default=6)
     parser.add_argument("--min-action-s", type=float, default=0.0)
+    parser.add_argument("--min-score", type=float, default=0.0)
     parser.add_argument("--min-clip-s", type=float, default=0.0)
     parser.add_argument("--short-side", type=int, default=96)
     a = parser.parse_args(argv)
     result = score(
         a.graph, a.sequences, a.seed, window_s=a.window_s, stride_s=a.stride_s, smooth=a.smooth,
         min_actions=a.min_actions, max_actions=a.max_actions, min_action_s=a.min_action_s,
-        min_clip_s=a.min_clip_s, short_side=a.short_side,
+        min_clip_s=a.min_clip_s, short_side=a.short_side, min_score=a.min_score,
     )  # fmt: skip
     json.dump(result, sys.stdout, indent=2)
     print()
