@@ -135,9 +135,7 @@ def score(
         probs, windows, duration = timeline_probs(
             session, meta, encode_mp4(seq.frames, seq.fps), window_s, stride_s
         )
-        found = segments(
-            probs, windows, duration, smooth=smooth, min_score=min_score, min_windows=min_windows
-        )
+        found = segments(probs, windows, duration, smooth=smooth, min_score=min_score)
         spans = seq.spans()
         inside = windows_inside(spans, windows)
         inside_hits += sum(int(probs[k].argmax()) == label for k, label in inside)
