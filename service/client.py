@@ -323,7 +323,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m service.client",
         description="Classify a video clip.",
-        epilog="python -m service.client timeline VIDEO [--window-s S ...]: actions over time (POST /timeline)",
+        epilog="python -m service.client timeline VIDEO [--window-s S ...]: "
+        "actions over time (POST /timeline)",
     )
     parser.add_argument("video", type=Path)
     parser.add_argument("--url", default=os.environ.get("SDA_URL", "http://127.0.0.1:8000"))
