@@ -101,6 +101,13 @@ class _Work:
         self.preprocess_s = 0.0
         self.finished: asyncio.Future[DecodedVideo] | None = None
 
+    def finish(self, job: asyncio.Future[DecodedVideo]) -> None:
+        """The decoding thread ended (in the event loop): its future is the queue's last item. Its
+        exception counts as retrieved even if nobody reads the queue any more (a cancelled request)."""
+        if not job.cancelled():
+            job.exception()
+        self.queue.put_nowait(("done", job))
+
     def _put(self, kind: str, item: Any) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, item))
 
@@ -249,7 +256,7 @@ class TimelineRunner:
             job = asyncio.get_running_loop().run_in_executor(
                 p.decode_pool, work.decode, upload.file, limits, turn, p.decode_threads
             )
-            job.add_done_callback(lambda j: work.queue.put_nowait(("done", j)))
+            job.add_done_callback(work.finish)
 
             async def next_item() -> tuple[str, Any]:
                 try:
