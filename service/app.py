@@ -26,7 +26,7 @@ from service.oip import grpc_server as oip_grpc
 from service.oip import rest as oip_rest
 from service.oip.errors import install_oip_not_found
 from service.pipeline import ClassifyPipeline
-from service.routes import classify, docs, info, web
+from service.routes import classify, docs, info, timeline, web
 from service.routes.auth import require_ops_key
 
 log = logging.getLogger("sda_serve")
@@ -158,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_exception_handlers(app)
     app.include_router(classify.router)
+    app.include_router(timeline.router)
     for router in oip_rest.routers:
         app.include_router(router)
     install_oip_not_found(app)  # unknown /v2/ paths answer {"error"}

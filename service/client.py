@@ -18,6 +18,7 @@ import os
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,29 @@ class Client:
             else {"shape": weights["shape"], "data": weights["data"]},
         }
 
+    def timeline(
+        self, video: str | os.PathLike[str] | bytes, **options: float | int | str | None
+    ) -> Iterator[dict[str, Any]]:
+        """POST /timeline streamed (NDJSON): one event per window as it is inferred, the summary
+        (segments, video, timings) last. ``options``: the route's query parameters (None: default)."""
+        params = {key: value for key, value in options.items() if value is not None}
+        name, data = (
+            ("video", video) if isinstance(video, bytes) else (Path(video).name, Path(video).read_bytes())
+        )
+        files = {"file": (name, data, "application/octet-stream")}
+        headers = {"Accept": "application/x-ndjson"}
+        with self._http.stream("POST", "/timeline", params=params, files=files, headers=headers) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._json(response)
+            for line in response.iter_lines():
+                if not line.strip():
+                    continue
+                event: dict[str, Any] = json.loads(line)
+                if "error" in event:
+                    raise ServiceError(int(event["error"]["status"]), str(event["error"]["detail"]))
+                yield event
+
     def health(self) -> dict[str, Any]:
         return self._json(self._http.get("/health"))
 
@@ -226,6 +250,63 @@ def format_oip(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_timeline(summary: dict[str, Any]) -> str:
+    """The summary line of a timeline as a table of segments."""
+    model = summary.get("model", {})
+    lines = [
+        f"model {model.get('name')} v{model.get('version')} ({model.get('frames')} frames), "
+        f"{summary.get('num_windows')} windows of {summary.get('window_s'):g} s every "
+        f"{summary.get('stride_s'):g} s, {summary.get('timings_ms', {}).get('total', 0.0):.0f} ms",
+        f"{'start_s':>8} {'end_s':>8} {'conf':>6}  label",
+    ]
+    for seg in summary.get("segments", []):
+        lines.append(f"{seg['start_s']:8.2f} {seg['end_s']:8.2f} {seg['confidence']:6.3f}  {seg['label']}")
+    return "\n".join(lines)
+
+
+def _timeline_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service.client timeline", description="Actions over time in an untrimmed video."
+    )
+    parser.add_argument("video", type=Path)
+    parser.add_argument("--url", default=os.environ.get("SDA_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--api-key", default=os.environ.get("SDA_API_KEY"))
+    for name, kind in (
+        ("--window-s", float), ("--stride-s", float), ("--frames", int), ("--top-k", int),
+        ("--smooth", int), ("--min-score", float),
+    ):  # fmt: skip
+        parser.add_argument(name, type=kind, default=None, help="default: the server's")
+    parser.add_argument("--model", help="default: the server's default model")
+    parser.add_argument("--version", help="model version (default: the newest)")
+    parser.add_argument("--json", action="store_true", help="print the NDJSON stream as it comes")
+    return parser
+
+
+def timeline_main(argv: list[str]) -> int:
+    args = _timeline_parser().parse_args(argv)
+    options = {
+        key: getattr(args, key)
+        for key in ("window_s", "stride_s", "frames", "top_k", "smooth", "min_score", "model", "version")
+    }
+    summary: dict[str, Any] = {}
+    try:
+        with Client(args.url, args.api_key) as client:
+            for event in client.timeline(args.video, **options):
+                if args.json:
+                    print(json.dumps(event), flush=True)
+                elif "window" not in event:
+                    summary = event
+    except ServiceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (httpx.HTTPError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not args.json:
+        print(format_timeline(summary))
+    return 0
+
+
 def write_thumbnails(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """The response's thumbnails as ``clip<c>-frame<f>.jpg`` files in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -239,7 +320,12 @@ def write_thumbnails(result: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m service.client", description="Classify a video clip.")
+    parser = argparse.ArgumentParser(
+        prog="python -m service.client",
+        description="Classify a video clip.",
+        epilog="python -m service.client timeline VIDEO [--window-s S ...]: "
+        "actions over time (POST /timeline)",
+    )
     parser.add_argument("video", type=Path)
     parser.add_argument("--url", default=os.environ.get("SDA_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--api-key", default=os.environ.get("SDA_API_KEY"))
@@ -292,6 +378,10 @@ def _run(client: Client, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # `timeline VIDEO`: the subcommand, unless a file named "timeline" is the clip to classify
+    if len(argv) >= 2 and argv[0] == "timeline" and not Path("timeline").exists():
+        return timeline_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         with Client(args.url, args.api_key, retries=args.retries) as client:

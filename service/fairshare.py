@@ -25,6 +25,7 @@ import ctypes.util
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from videocore.errors import DecodeTimeoutError
 
@@ -105,6 +106,17 @@ class Turn:
 
     def __exit__(self, *exc: object) -> None:
         self._give()
+
+    def wait_outside(self, wait: Callable[[float], bool], stage: str) -> None:
+        """Wait for something else (``wait(timeout_s)`` -> done?) without holding a turn: the turn is
+        handed on while waiting and taken back after; the deadline still applies."""
+        self._give()
+        try:
+            while not wait(min(self.turns.quantum_s, max(0.0, self.end - time.monotonic()))):
+                if time.monotonic() > self.end:
+                    raise self._late(stage)
+        finally:
+            self._take(stage)
 
     def checkpoint(self, stage: str) -> None:
         now = time.monotonic()

@@ -26,7 +26,7 @@ SIZE = 64  # crop size of the tiny test graphs
 def _export_sources_digest() -> str:
     """Exported graphs depend only on the network, export and graph-contract code: cache them per
     version of it (the trainer and the evaluators make no graph)."""
-    not_in_graphs = {"train.py", "compare.py", "average.py", "evaluate.py", "summary.py"}
+    not_in_graphs = {"train.py", "compare.py", "average.py", "evaluate.py", "summary.py", "timeline_eval.py"}
     sources = [*ROOT.glob("model/*.py"), *ROOT.glob("export/*.py"), *ROOT.glob("videocore/*.py")]
     digest = hashlib.sha256()
     for path in sorted(p for p in sources if p.name not in not_in_graphs or p.parent.name != "model"):

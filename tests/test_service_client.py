@@ -113,3 +113,22 @@ def test_client_retries_a_503_after_its_retry_after(tsn_only_repo, tmp_path):
                 assert client.classify(clip)["predictions"]
     finally:
         server.stop()
+
+
+def test_timeline_client_and_cli(server, clip_dir):
+    video = encode_clip(clip_dir / "client-timeline.mp4", frames=48, fps=12)  # 4 s
+    with Client(server.url) as client:
+        events = list(client.timeline(video, window_s=1.0, frames=8))
+        assert [e["window"] for e in events[:-1]] == list(range(7)) and events[-1]["num_windows"] == 7
+        with pytest.raises(ServiceError) as error:
+            list(client.timeline(video, window_s=0.1))
+        assert error.value.status_code == 422 and "window_s" in error.value.detail
+    command = [sys.executable, "-m", "service.client", "timeline", str(video), "--url", server.url]
+    done = subprocess.run([*command, "--window-s", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "7 windows of 1 s every 0.5 s" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    assert rows and rows[0][0] == "0.00" and rows[-1][1] == "4.00"
+    streamed = subprocess.run([*command, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    lines = [json.loads(line) for line in streamed.stdout.splitlines()]
+    assert len(lines) == lines[-1]["num_windows"] + 1 and "segments" in lines[-1]

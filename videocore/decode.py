@@ -63,6 +63,7 @@ import contextlib
 import io
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -86,6 +87,7 @@ __all__ = [
     "DecodedVideo",
     "VideoInfo",
     "VideoLimits",
+    "decode_windows",
     "probe_and_decode",
     "threads_per_decode",
 ]
@@ -107,6 +109,10 @@ _AV_ERRORS: tuple[type[BaseException], ...] = (
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO | IO[bytes]
 IndexChooser = Callable[[int], Sequence[Sequence[int]]]
+# decode_windows: the windows' index lists from the probed video (frame count, rate, duration known).
+WindowChooser = Callable[["VideoInfo"], Sequence[Sequence[int]]]
+# decode_windows: called with (window number, (T, H, W, 3) frames, presentation times) in window order.
+WindowSink = Callable[[int, np.ndarray, list[float]], None]
 
 
 # ------------------------------------------------------------------------------------------ data types
@@ -209,12 +215,53 @@ def probe_and_decode(
     clip; ``FileNotFoundError`` for a missing path; ``ValueError`` if ``choose_indices`` returns
     indices outside ``[0, n-1]`` (a caller bug).
     """
+    return _open_and_decode(
+        source,
+        lambda info: choose_indices(info.frames),
+        None,
+        limits,
+        _Plan(resize_short_side, threads, skip_unsampled),
+    )
+
+
+def decode_windows(
+    source: Source,
+    choose_windows: WindowChooser,
+    on_window: WindowSink,
+    limits: VideoLimits = VideoLimits(),
+    *,
+    resize_short_side: int | None = None,
+    threads: int | None = None,
+) -> DecodedVideo:
+    """One decode pass over ``source`` for a timeline of (possibly overlapping) windows, in bounded memory.
+
+    ``choose_windows(info)`` gets the probed :class:`VideoInfo` (frame count, rate, duration; its
+    ``rotation`` is 0 until the first frame decodes) and returns one index list per window, windows in
+    time order; it may raise (a limit on the number of windows). Each window is handed to
+    ``on_window(k, frames, timestamps_s)`` from the decoding thread as soon as its last frame is
+    decoded, and frames that no later window uses are dropped then: memory holds the frames of the
+    windows in progress, not of the whole video. Every frame is decoded at most once and converted at
+    most once, even when windows share it (the decoding is :func:`probe_and_decode`'s). ``on_window``
+    may raise to stop decoding (a cancelled request); the exception propagates. Returns the
+    :class:`DecodedVideo` with ``clips`` empty (the frames went to ``on_window``)."""
+    return _open_and_decode(
+        source, choose_windows, on_window, limits, _Plan(resize_short_side, threads, True)
+    )
+
+
+def _open_and_decode(
+    source: Source,
+    choose: WindowChooser,
+    on_window: WindowSink | None,
+    limits: VideoLimits,
+    plan: _Plan,
+) -> DecodedVideo:
+    resize_short_side, threads = plan.resize_short_side, plan.threads
     deadline = _Deadline(limits.timeout_s, limits.checkpoint)
     if resize_short_side is not None and resize_short_side <= 0:
         raise ValueError(f"resize_short_side must be positive, got {resize_short_side}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be positive or None, got {threads}")
-    plan = _Plan(resize_short_side, threads, skip_unsampled)
     fileobj = _as_input(source, limits)
     try:
         # max_pixels reaches FFmpeg's decoders while it probes the streams, so a header claiming a
@@ -232,7 +279,7 @@ def probe_and_decode(
             f"not a readable video file ({_reason(exc)}): not a video, or truncated before its header"
         ) from exc
     try:
-        return _decode(container, choose_indices, limits, deadline, plan)
+        return _decode(container, choose, on_window, limits, deadline, plan)
     finally:
         with contextlib.suppress(*_AV_ERRORS):
             container.close()
@@ -429,8 +476,9 @@ def _rate_and_duration(stream: Any, frames: int, duration_s: float | None) -> tu
     return fps, float(duration_s)
 
 
-def _chosen_indices(choose_indices: IndexChooser, frames: int) -> list[list[int]]:
-    clips_idx = [[int(i) for i in clip] for clip in choose_indices(frames)]
+def _chosen_indices(choose: WindowChooser, info: VideoInfo) -> list[list[int]]:
+    frames = info.frames
+    clips_idx = [[int(i) for i in clip] for clip in choose(info)]
     for clip in clips_idx:
         bad = [i for i in clip if not 0 <= i < frames]
         if bad:
@@ -440,7 +488,8 @@ def _chosen_indices(choose_indices: IndexChooser, frames: int) -> list[list[int]
 
 def _decode(
     container: Any,
-    choose_indices: IndexChooser,
+    choose: WindowChooser,
+    on_window: WindowSink | None,
     limits: VideoLimits,
     deadline: _Deadline,
     plan: _Plan,
@@ -459,34 +508,73 @@ def _decode(
     duration_s = pk.duration_s if pk.duration_s is not None else header_duration
     _check_duration(duration_s, limits)
     fps, duration_s = _rate_and_duration(stream, n, duration_s)
-    clips_idx = _chosen_indices(choose_indices, n)
+    codecs = {s.codec_context.name for s in container.streams if s.codec_context is not None}
 
+    def video_info(rotation: int) -> VideoInfo:
+        disp_w, disp_h = (height, width) if rotation in (90, 270) else (width, height)
+        return VideoInfo(
+            container=_short_container_name(container, codecs),
+            codec=stream.codec_context.name,
+            width=disp_w,
+            height=disp_h,
+            fps=fps,
+            duration_s=duration_s,
+            frames=n,
+            rotation=rotation,
+        )
+
+    clips_idx = _chosen_indices(choose, video_info(0))
     decoder = _SampledFrameDecoder(
         stream, pk, sorted({i for clip in clips_idx for i in clip}), limits, deadline, plan
     )
+    emitter = None if on_window is None else _WindowEmitter(clips_idx, decoder, on_window)
+    decoder.listener = emitter
     try:
         decoder.run((width, height))
     except _AV_ERRORS as exc:
         raise UndecodableVideoError(f"cannot decode the video ({_reason(exc)})") from exc
     warnings.extend(decoder.warnings())
-
-    codecs = {s.codec_context.name for s in container.streams if s.codec_context is not None}
-    rotation = decoder.rotation or 0
-    disp_w, disp_h = (height, width) if rotation in (90, 270) else (width, height)
-    info = VideoInfo(
-        container=_short_container_name(container, codecs),
-        codec=stream.codec_context.name,
-        width=disp_w,
-        height=disp_h,
-        fps=fps,
-        duration_s=duration_s,
-        frames=n,
-        rotation=rotation,
-    )
-    clips = [np.stack([decoder.out[i] for i in clip]) for clip in clips_idx]
-    timestamps = [[decoder.times[i] for i in clip] for clip in clips_idx]
+    info = video_info(decoder.rotation or 0)
+    if emitter is not None:
+        clips: list[np.ndarray] = []
+        timestamps = emitter.timestamps
+    else:
+        clips = [np.stack([decoder.out[i] for i in clip]) for clip in clips_idx]
+        timestamps = [[decoder.times[i] for i in clip] for clip in clips_idx]
     stats = {**decoder.stats(), "packets": n, "discarded": len(pk.packets) - n}
     return DecodedVideo(info, clips, clips_idx, timestamps, warnings, stats)
+
+
+class _WindowEmitter:
+    """Hands each window to the sink once its last frame is converted (windows in order), then drops
+    the frames no later window uses. Called by the decoder after every needed frame it hands out;
+    needed frames are handed out in increasing index order."""
+
+    def __init__(self, windows: list[list[int]], decoder: _SampledFrameDecoder, sink: WindowSink) -> None:
+        self.windows = windows
+        self.decoder = decoder
+        self.sink = sink
+        self.next = 0
+        self.timestamps: list[list[float]] = []
+        # the lowest frame any window from k on uses: frames below it can go once window k-1 is out
+        self.floor = [0] * (len(windows) + 1)
+        self.floor[-1] = 1 << 62
+        for k in range(len(windows) - 1, -1, -1):
+            self.floor[k] = min(min(windows[k], default=1 << 62), self.floor[k + 1])
+        self.kept: deque[int] = deque()  # indices in decoder.out, increasing
+
+    def __call__(self, index: int) -> None:
+        self.kept.append(index)
+        out, times = self.decoder.out, self.decoder.times
+        while self.next < len(self.windows) and max(self.windows[self.next], default=-1) <= index:
+            window = self.windows[self.next]
+            stamps = [times[i] for i in window]
+            self.timestamps.append(stamps)
+            self.sink(self.next, np.stack([out[i] for i in window]), stamps)
+            self.next += 1
+            floor = self.floor[self.next]
+            while self.kept and self.kept[0] < floor:
+                out.pop(self.kept.popleft(), None)
 
 
 def _header_duration(container: Any, stream: Any) -> float | None:
@@ -555,6 +643,7 @@ class _SampledFrameDecoder:
         self.ended_at: int | None = None  # last frame index decoded, when that was before a sampled one
         self.out: dict[int, np.ndarray] = {}
         self.times: dict[int, float] = {}
+        self.listener: Callable[[int], None] | None = None  # told every needed index handed out
 
     # -- the decode loop
     def run(self, header_size: tuple[int, int]) -> None:
@@ -682,6 +771,8 @@ class _SampledFrameDecoder:
             self.converted += 1
         self.out[index] = seen.rgb
         self.times[index] = self._frame_time(seen.frame, seen.index)
+        if self.listener is not None:
+            self.listener(index)
 
     def _frame_time(self, frame: Any, idx: int) -> float:
         if frame.pts is not None and self.time_base:

@@ -858,3 +858,59 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ------------------------------------------------------------------------------------ untrimmed sequences
+@dataclass
+class SyntheticSequence:
+    """An untrimmed video: rendered clips of several classes back to back, with known cut times."""
+
+    frames: np.ndarray  # (F, S, S, 3) uint8, square
+    fps: float
+    labels: list[int]  # the class of each action, in order
+    cuts_s: list[float]  # start time of each action after the first (len(labels) - 1 boundaries)
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.frames) / self.fps
+
+    def spans(self) -> list[tuple[int, float, float]]:
+        """(label, start_s, end_s) of each action."""
+        edges = [0.0, *self.cuts_s, self.duration_s]
+        return [(label, edges[i], edges[i + 1]) for i, label in enumerate(self.labels)]
+
+
+def render_sequence(
+    labels: Sequence[int],
+    rng: np.random.Generator,
+    *,
+    short_side: int = 96,
+    fps: float = 15.0,
+    min_action_s: float = 0.0,
+    min_clip_s: float = 0.0,
+) -> SyntheticSequence:
+    """Clips of ``labels`` (one :func:`render_clip` each, 1.5-4 s as in training), centre-cropped to
+    ``short_side`` squares and retimed to a common ``fps`` (frame ``j`` of the sequence shows the
+    clip's frame at the same time: motions keep their real speed), concatenated. An action shorter than
+    ``min_action_s`` is the same class performed again (further clips of that class, fresh draws of
+    ``rng``) until it lasts at least that long; a clip shorter than ``min_clip_s`` (< 4) is rendered
+    again (a fresh draw) instead of being used."""
+    parts: list[np.ndarray] = []
+    cuts: list[float] = []
+    total = 0
+    for label in labels:
+        if total:
+            cuts.append(total / fps)
+        action = 0
+        while action == 0 or action < min_action_s * fps:
+            clip = render_clip(int(label), rng, short_side=short_side)
+            while clip.length / clip.fps < min_clip_s:
+                clip = render_clip(int(label), rng, short_side=short_side)
+            count = max(1, int(clip.length / clip.fps * fps))
+            picks = [min(clip.length - 1, int(j * clip.fps / fps)) for j in range(count)]
+            h, w = clip.frames.shape[1:3]
+            y, x = (h - short_side) // 2, (w - short_side) // 2
+            parts.append(clip.frames[picks, y : y + short_side, x : x + short_side])
+            action += count
+        total += action
+    return SyntheticSequence(np.concatenate(parts), float(fps), [int(x) for x in labels], cuts)

@@ -123,6 +123,20 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits for more requests")
     max_queue: int = Field(16, ge=1, description="Requests in flight at once; more get 503 + Retry-After")
     max_clips: int = Field(4, ge=1, description="Largest accepted ?clips=")
+    max_timeline_duration_s: float = Field(
+        600.0,
+        gt=0,
+        description="Longest video POST /timeline accepts (422 beyond; max_duration_s applies too)",
+    )
+    max_timeline_windows: int = Field(
+        1000, ge=1, description="Most windows one POST /timeline request may classify (422 beyond)"
+    )
+    timeline_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Wall-clock limit for one POST /timeline request after its upload (decoding and "
+        "inference of every window); it also replaces decode_timeout_s and decode_budget_s for its decode",
+    )
     thumbnail_height: int = Field(
         72, ge=8, le=512, description="Height in pixels of the JPEG thumbnails of ?thumbnails=true"
     )
